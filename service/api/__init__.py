@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, request parsing, error shape and response encoding."""

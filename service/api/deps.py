@@ -1,0 +1,41 @@
+"""Request dependencies: the model repository and settings held by the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.api.errors import ApiError
+from service.repository import LoadedModel, ModelRepository
+from service.settings import Settings
+
+
+def get_repository(request: Request) -> ModelRepository:
+    repository: ModelRepository = request.state.repository
+    return repository
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def find_model(repository: ModelRepository, name: str, version: int | None = None) -> LoadedModel:
+    """The model version asked for, or a 404 that says which part is unknown."""
+    model = repository.get(name, version)
+    if model is not None:
+        return model
+    if name not in repository.models:
+        raise ApiError(404, "model_not_found", f"model {name!r} is not served here", "name")
+    served = sorted(repository.models[name])
+    raise ApiError(
+        404,
+        "version_not_found",
+        f"model {name!r} has no version {version}; served versions: {served}",
+        "version",
+    )

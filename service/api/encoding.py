@@ -1,0 +1,51 @@
+"""JSON answers encoded by orjson straight from numpy arrays (no generic encoder)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.responses import Response
+
+from service.inference import SeriesOutput
+from service.repository import LoadedModel
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=_OPTIONS)
+
+
+def state_json(model: LoadedModel, h: np.ndarray, c: np.ndarray | None) -> dict[str, Any]:
+    """A state as clients send it back: bound to the model name and version."""
+    state: dict[str, Any] = {"model": model.name, "version": model.version, "h": h}
+    if c is not None:
+        state["c"] = c
+    return state
+
+
+def predict_json(
+    model: LoadedModel,
+    outputs: Sequence[SeriesOutput],
+    *,
+    return_predictions: bool,
+    return_state: bool,
+) -> dict[str, Any]:
+    single_target = model.manifest.architecture.output_size == 1
+    series = []
+    for out in outputs:
+        forecast = out.forecast[:, 0] if single_target else out.forecast
+        item: dict[str, Any] = {"forecast": np.ascontiguousarray(forecast)}
+        if return_state:
+            item["state"] = state_json(model, out.h, out.c)
+        if return_predictions:
+            preds = out.predictions[:, 0] if single_target else out.predictions
+            item["predictions"] = np.ascontiguousarray(preds)
+        series.append(item)
+    return {"model": model.name, "version": model.version, "series": series}

@@ -1,0 +1,35 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.api.deps import RepositoryDep
+from service.api.encoding import OrjsonResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> OrjsonResponse:
+    """Alive: the process answers HTTP."""
+    return OrjsonResponse({"status": "ok"})
+
+
+@router.get("/readyz", responses={503: {"description": "not every discovered model loaded"}})
+async def readyz(repository: RepositoryDep) -> OrjsonResponse:
+    """Ready: 200 when every discovered model version loaded, else 503 with the reasons."""
+    loaded = [f"{name}/{v}" for name, versions in repository.models.items() for v in versions]
+    body: dict[str, Any] = {
+        "status": "ready",
+        "models": sorted(loaded),
+        "failures": [{"path": f.path, "reason": f.reason} for f in repository.failures],
+    }
+    if repository.failures or not loaded:
+        body["status"] = "not_ready"
+        if not loaded and not repository.failures:
+            body["failures"] = [{"path": None, "reason": "the model repository holds no models"}]
+        return OrjsonResponse(body, status_code=503)
+    return OrjsonResponse(body)

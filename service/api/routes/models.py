@@ -1,0 +1,69 @@
+"""What a client needs to know about the served models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.api.deps import RepositoryDep, SettingsDep, find_model
+from service.api.encoding import OrjsonResponse
+from service.api.schemas import ErrorResponse, ModelInfo, ModelList, VersionInfo
+from service.repository import LoadedModel, ModelRepository
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
+
+
+def version_info(model: LoadedModel, settings: Settings) -> dict[str, Any]:
+    m = model.manifest
+    layers, hidden = model.state_shape
+    return {
+        "name": m.name,
+        "version": m.version,
+        "cell": m.architecture.cell,
+        "features": m.features,
+        "targets": m.targets,
+        "num_layers": layers,
+        "hidden_size": hidden,
+        "window": m.window,
+        "max_horizon": settings.max_horizon if m.can_roll_out else 1,
+        "state_shape": {"h": [layers, hidden], "c": [layers, hidden] if m.is_lstm else None},
+        "providers": model.providers,
+        "metrics": m.metrics,
+        "onnx": {"file": m.onnx.file, "sha256": m.onnx.sha256, "opset": m.onnx.opset},
+        "created_at": m.training.get("created_at"),
+    }
+
+
+def model_info(repository: ModelRepository, name: str, settings: Settings) -> dict[str, Any]:
+    versions = sorted(repository.models[name])
+    return {
+        "name": name,
+        "default_version": versions[-1],
+        "versions": versions,
+        "latest": version_info(repository.models[name][versions[-1]], settings),
+    }
+
+
+@router.get("", response_model=ModelList)
+async def list_models(repository: RepositoryDep, settings: SettingsDep) -> OrjsonResponse:
+    """Every served model with its versions and the metadata of its default version."""
+    names = sorted(repository.models)
+    return OrjsonResponse({"models": [model_info(repository, n, settings) for n in names]})
+
+
+@router.get("/{name}", response_model=ModelInfo, responses=_NOT_FOUND)
+async def get_model(name: str, repository: RepositoryDep, settings: SettingsDep) -> OrjsonResponse:
+    """One model: its versions and the metadata of its default (highest) version."""
+    find_model(repository, name)
+    return OrjsonResponse(model_info(repository, name, settings))
+
+
+@router.get("/{name}/versions/{version}", response_model=VersionInfo, responses=_NOT_FOUND)
+async def get_version(
+    name: str, version: int, repository: RepositoryDep, settings: SettingsDep
+) -> OrjsonResponse:
+    """One model version: cell, features, targets, state shape, providers, test metrics."""
+    return OrjsonResponse(version_info(find_model(repository, name, version), settings))

@@ -1,0 +1,128 @@
+"""Request and response bodies of the REST API, as pydantic models.
+
+Requests are validated from the raw JSON bytes in pydantic's Rust core (strict: a
+string or a boolean is not a number, NaN and Infinity are refused). Responses are
+built as plain dicts and encoded with orjson; the response models here document
+them in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _values_kind(value: Any) -> str:
+    return "rows" if isinstance(value, list) and value and isinstance(value[0], list) else "numbers"
+
+
+Values = Annotated[
+    Annotated[list[Number], Tag("numbers")] | Annotated[list[list[Number]], Tag("rows")],
+    Discriminator(_values_kind),
+    Field(
+        min_length=1,
+        description=(
+            "Observations in original units, oldest first: numbers for a one-feature model, "
+            "rows of `features` numbers for a multi-feature one."
+        ),
+        examples=[[0.1, 0.3, 0.5]],
+    ),
+]
+StateMatrix = Annotated[list[list[Number]], Field(description="[num_layers][hidden]", min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class State(_Strict):
+    """Recurrent state after the last observed value of an earlier answer."""
+
+    model: str = Field(description="model name the state belongs to")
+    version: int = Field(strict=True, description="model version the state belongs to")
+    h: StateMatrix
+    c: StateMatrix | None = Field(None, description="LSTM cell state; absent for RNN and GRU")
+
+
+class SeriesRequest(_Strict):
+    values: Values
+    state: State | None = Field(
+        None, description="state to continue from; omitted: a fresh stream (zeros)"
+    )
+    horizon: int = Field(
+        1, strict=True, ge=1, description="forecast steps (bounded by max_horizon)"
+    )
+
+
+class PredictRequest(_Strict):
+    series: list[SeriesRequest] = Field(min_length=1)
+    return_predictions: bool = Field(
+        False, strict=True, description="also return the one-step prediction after every value"
+    )
+    return_state: bool = Field(True, strict=True, description="return the state after the values")
+
+
+Output = list[float] | list[list[float]]
+
+
+class SeriesResponse(BaseModel):
+    forecast: Output = Field(
+        description="next `horizon` steps: numbers for one target, rows for several"
+    )
+    state: State | None = Field(None, description="present when return_state is true")
+    predictions: Output | None = Field(
+        None, description="prediction of step t+1 after each value t; when return_predictions"
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    series: list[SeriesResponse]
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str = Field(examples=["invalid_value"])
+    message: str
+    field: str | None = Field(None, examples=["series[0].values[3]"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class StateShape(BaseModel):
+    h: list[int]
+    c: list[int] | None
+
+
+class VersionInfo(BaseModel):
+    name: str
+    version: int
+    cell: str
+    features: list[str]
+    targets: list[str]
+    num_layers: int
+    hidden_size: int
+    window: int
+    max_horizon: int
+    state_shape: StateShape
+    providers: list[str]
+    metrics: dict[str, Any]
+    onnx: dict[str, Any]
+    created_at: str | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default_version: int
+    versions: list[int]
+    latest: VersionInfo
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]

@@ -1,0 +1,174 @@
+"""The inference core: numpy in, numpy out, no web framework.
+
+preprocess (scale into model units) -> run (one `session.run` per group of series of
+equal length) -> postprocess (unscale into original units), then an optional rollout
+for multi-step forecasts that feeds each prediction back as the next input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.repository import LoadedModel
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class SeriesInput:
+    """One series to predict over, in original units."""
+
+    values: np.ndarray  # (time, features) float32, finite, time >= 1
+    h: np.ndarray | None = None  # (num_layers, hidden) float32; None starts from zeros
+    c: np.ndarray | None = None  # (num_layers, hidden) float32; LSTM only
+    horizon: int = 1
+
+
+@dataclass(frozen=True)
+class SeriesOutput:
+    """What one series gives back, in original units."""
+
+    predictions: np.ndarray  # (time, targets): prediction of step t+1 made after step t
+    forecast: np.ndarray  # (horizon, targets)
+    h: np.ndarray  # (num_layers, hidden): state after the last observed value
+    c: np.ndarray | None  # (num_layers, hidden) for LSTM, else None
+
+
+class InferenceInputError(ValueError):
+    """An input cannot be fed to the model; `series` and `index` say where."""
+
+    def __init__(self, message: str, series: int, index: int | None = None) -> None:
+        super().__init__(message)
+        self.series = series
+        self.index = index
+
+
+def work_steps(inputs: Sequence[SeriesInput]) -> int:
+    """Recurrent steps a request costs: observed values plus rolled-out forecast steps."""
+    return sum(s.values.shape[0] + s.horizon - 1 for s in inputs)
+
+
+class Forecaster:
+    """Runs one loaded model over a batch of series."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self._lstm = model.manifest.is_lstm
+        self._num_layers, self._hidden = model.state_shape
+        self._roll_out = model.manifest.can_roll_out
+        self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
+
+    def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
+        """Predictions, forecast and final state for every series, in input order."""
+        if not self._roll_out:
+            for i, s in enumerate(inputs):
+                if s.horizon != 1:
+                    raise InferenceInputError(
+                        "horizon must be 1: this model's targets are not its features, "
+                        "so it cannot roll forward on its own predictions",
+                        series=i,
+                    )
+        results: list[SeriesOutput | None] = [None] * len(inputs)
+        # Series that need more forecast steps, with their scaled last prediction and state.
+        pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        by_length: dict[int, list[int]] = {}
+        for i, s in enumerate(inputs):
+            by_length.setdefault(s.values.shape[0], []).append(i)
+        for indices in by_length.values():
+            y, h_n, c_n = self._run_group(inputs, indices)  # (B, T, O), (L, B, H)
+            preds = self._unscale(y)
+            for b, i in enumerate(indices):
+                h = np.ascontiguousarray(h_n[:, b, :])
+                c = np.ascontiguousarray(c_n[:, b, :]) if c_n is not None else None
+                results[i] = SeriesOutput(predictions=preds[b], forecast=preds[b, -1:], h=h, c=c)
+                if inputs[i].horizon > 1:
+                    pending.append((i, y[b, -1], h, c))
+        if pending:
+            self._roll(inputs, pending, results)
+        return [r for r in results if r is not None]
+
+    def _run_group(
+        self, inputs: Sequence[SeriesInput], indices: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        batch = len(indices)
+        if batch == 1:
+            x = inputs[indices[0]].values[None]  # (1, T, F)
+        else:
+            x = np.stack([inputs[i].values for i in indices])  # (B, T, F)
+        x = self._scale(x, inputs, indices)
+        h0 = self._initial(inputs, indices, "h")
+        c0 = self._initial(inputs, indices, "c") if self._lstm else None
+        return self._run(x, h0, c0)
+
+    def _run(
+        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        feeds = {"x": x, "h0": h0}
+        if c0 is not None:
+            feeds["c0"] = c0
+        outputs = self.model.session.run(self._output_names, feeds)
+        return outputs[0], outputs[1], outputs[2] if c0 is not None else None
+
+    def _scale(
+        self, x: np.ndarray, inputs: Sequence[SeriesInput], indices: list[int]
+    ) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = (x - self.model.x_offset) / self.model.x_scale
+        finite = np.isfinite(scaled)
+        if not finite.all():
+            b, t, _ = np.argwhere(~finite)[0]
+            raise InferenceInputError(
+                f"value is too large for this model: it overflows float32 (max {_F32_MAX:.4g}) "
+                "once scaled",
+                series=indices[int(b)],
+                index=int(t),
+            )
+        return np.ascontiguousarray(scaled, dtype=np.float32)
+
+    def _initial(self, inputs: Sequence[SeriesInput], indices: list[int], which: str) -> np.ndarray:
+        shape = (self._num_layers, len(indices), self._hidden)  # (L, B, H)
+        if len(indices) == 1:
+            given = getattr(inputs[indices[0]], which)
+            if given is None:
+                return np.zeros(shape, dtype=np.float32)
+            return np.ascontiguousarray(given[:, None, :], dtype=np.float32)
+        state = np.zeros(shape, dtype=np.float32)
+        for b, i in enumerate(indices):
+            given = getattr(inputs[i], which)
+            if given is not None:
+                state[:, b, :] = given
+        return state
+
+    def _unscale(self, y: np.ndarray) -> np.ndarray:
+        out: np.ndarray = y * self.model.y_scale + self.model.y_offset
+        return out
+
+    def _roll(
+        self,
+        inputs: Sequence[SeriesInput],
+        pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]],
+        results: list[SeriesOutput | None],
+    ) -> None:
+        """Feed predictions back for horizon - 1 more steps, all pending series in one batch."""
+        steps = max(inputs[i].horizon for i, _, _, _ in pending) - 1
+        x = np.stack([y_last for _, y_last, _, _ in pending])[:, None, :]  # (B, 1, F)
+        h = np.stack([hs for _, _, hs, _ in pending], axis=1)  # (L, B, H)
+        c = None
+        if self._lstm:
+            c = np.stack([cs for _, _, _, cs in pending if cs is not None], axis=1)
+        rolled = np.empty((len(pending), steps, x.shape[2]), dtype=np.float32)  # (B, S, O)
+        for k in range(steps):
+            y, h, c = self._run(x, h, c)
+            rolled[:, k] = y[:, 0]
+            x = y
+        forecasts = self._unscale(rolled)
+        for b, (i, _, _, _) in enumerate(pending):
+            first = results[i]
+            assert first is not None
+            forecast = np.concatenate([first.forecast, forecasts[b, : inputs[i].horizon - 1]])
+            results[i] = SeriesOutput(
+                predictions=first.predictions, forecast=forecast, h=first.h, c=first.c
+            )

@@ -1,0 +1,154 @@
+"""The manifest of one model version (docs/model-repository.md, format_version 1)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class _Model(BaseModel):
+    # Unknown keys are tolerated so training can add provenance without breaking serving.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Architecture(_Model):
+    cell: Literal["rnn", "lstm", "gru"]
+    input_size: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    num_layers: int = Field(ge=1)
+    output_size: int = Field(ge=1)
+    dropout: float = 0.0
+
+
+class MinMaxScaler(_Model):
+    kind: Literal["minmax"]
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> MinMaxScaler:
+        if not self.max > self.min:
+            raise ValueError(f"minmax scaler is degenerate: max ({self.max}) <= min ({self.min})")
+        return self
+
+    def affine(self) -> tuple[float, float]:
+        """(offset, scale) with scaled = (value - offset) / scale."""
+        return self.min, self.max - self.min
+
+
+class StandardScaler(_Model):
+    kind: Literal["standard"]
+    mean: float
+    std: float
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> StandardScaler:
+        if not self.std > 0:
+            raise ValueError(f"standard scaler is degenerate: std ({self.std}) <= 0")
+        return self
+
+    def affine(self) -> tuple[float, float]:
+        """(offset, scale) with scaled = (value - offset) / scale."""
+        return self.mean, self.std
+
+
+Scaler = Annotated[MinMaxScaler | StandardScaler, Field(discriminator="kind")]
+Dim = int | str | None
+
+
+class TensorSpec(_Model):
+    name: str
+    shape: list[Dim]
+
+
+class OnnxInfo(_Model):
+    file: str = Field(pattern=r"^[^/\\]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parity: dict[str, Any] | None = None
+
+
+class Manifest(_Model):
+    format_version: Literal[1]
+    name: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    architecture: Architecture
+    features: list[str] = Field(min_length=1)
+    targets: list[str] = Field(min_length=1)
+    scalers: dict[str, Scaler]
+    window: int = Field(ge=1)
+    onnx: OnnxInfo
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        arch = self.architecture
+        if arch.input_size != len(self.features):
+            raise ValueError(
+                f"architecture.input_size is {arch.input_size} but there are "
+                f"{len(self.features)} features"
+            )
+        if arch.output_size != len(self.targets):
+            raise ValueError(
+                f"architecture.output_size is {arch.output_size} but there are "
+                f"{len(self.targets)} targets"
+            )
+        missing = [c for c in dict.fromkeys(self.features + self.targets) if c not in self.scalers]
+        if missing:
+            raise ValueError(f"no scaler for column(s) {missing}")
+        self._check_io()
+        return self
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.architecture.cell == "lstm"
+
+    @property
+    def can_roll_out(self) -> bool:
+        """Multi-step forecasts feed predictions back, so targets must be the features."""
+        return self.targets == self.features
+
+    def expected_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Graph inputs and outputs the contract requires for this architecture."""
+        a = self.architecture
+        state: list[Dim] = [a.num_layers, "batch", a.hidden_size]
+        inputs = [TensorSpec(name="x", shape=["batch", "time", a.input_size])]
+        inputs.append(TensorSpec(name="h0", shape=state))
+        outputs = [TensorSpec(name="y", shape=["batch", "time", a.output_size])]
+        outputs.append(TensorSpec(name="h_n", shape=state))
+        if self.is_lstm:
+            inputs.append(TensorSpec(name="c0", shape=state))
+            outputs.append(TensorSpec(name="c_n", shape=state))
+        return inputs, outputs
+
+    def _check_io(self) -> None:
+        want_in, want_out = self.expected_io()
+        for label, declared, wanted in (
+            ("inputs", self.onnx.inputs, want_in),
+            ("outputs", self.onnx.outputs, want_out),
+        ):
+            got = {t.name: t.shape for t in declared}
+            want = {t.name: t.shape for t in wanted}
+            if set(got) != set(want):
+                raise ValueError(f"onnx.{label} are {sorted(got)}, expected {sorted(want)}")
+            for name, shape in want.items():
+                if not shapes_match(got[name], shape):
+                    raise ValueError(f"onnx.{label} {name} has shape {got[name]}, expected {shape}")
+
+
+def shapes_match(actual: list[Dim], expected: list[Dim]) -> bool:
+    """Fixed sizes must agree; a dynamic (named or None) dimension must stay dynamic."""
+    if len(actual) != len(expected):
+        return False
+    for a, e in zip(actual, expected, strict=True):
+        if isinstance(e, int) and a != e:
+            return False
+        if not isinstance(e, int) and isinstance(a, int):
+            return False
+    return True

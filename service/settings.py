@@ -1,0 +1,60 @@
+"""Service settings: one typed object read from `SEQCAST_` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; each field is `SEQCAST_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SEQCAST_", extra="ignore", frozen=True)
+
+    # Network and process.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    log_level: LogLevel = "info"
+    access_log: bool = True  # one uvicorn log line per request
+
+    # Models and how they run.
+    model_dir: Path = Path("models")
+    # "auto" (CUDA when onnxruntime offers it, then CPU) or a comma list such as
+    # "CUDAExecutionProvider,CPUExecutionProvider"; checked against onnxruntime at start-up.
+    providers: str = "auto"
+    # ONNX Runtime thread pools per model; 0 lets onnxruntime pick (one per core). One
+    # intra-op thread is fastest for small recurrent models under concurrent requests.
+    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    # Requests whose work (series x (time steps + horizon)) is at most this many steps run
+    # inline on the event loop; larger ones go to the thread pool (see docs/api.md).
+    inline_max_steps: Annotated[int, Field(ge=0)] = 2048
+
+    # Request limits.
+    max_series_per_request: Annotated[int, Field(ge=1)] = 256
+    max_values_per_series: Annotated[int, Field(ge=1)] = 10_000
+    max_horizon: Annotated[int, Field(ge=1)] = 512
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_well_formed(cls, value: str) -> str:
+        names = [p.strip() for p in value.split(",")]
+        if value.strip() == "auto":
+            return "auto"
+        if not names or any(not n for n in names):
+            raise ValueError(f"providers must be 'auto' or a comma list of names, got {value!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"providers lists a name twice: {value!r}")
+        return ",".join(names)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
