@@ -19,8 +19,10 @@ from service.api.errors import install_error_handlers
 from service.api.routes import api_router
 from service.api.routes.docs import STATIC_PREFIX
 from service.api.schemas import PredictRequest
+from service.api.session_schemas import CreateSessionRequest, ObserveRequest
 from service.providers import resolve_providers
 from service.repository import load_repository
+from service.sessions.factory import make_session_manager
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,11 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                 "%d model version(s) failed to load; /readyz answers 503",
                 len(repository.failures),
             )
-        yield {"repository": repository, "settings": settings}
+        sessions = make_session_manager(settings, repository)
+        try:
+            yield {"repository": repository, "settings": settings, "sessions": sessions}
+        finally:
+            await sessions.store.aclose()
 
     return lifespan
 
@@ -71,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _describe_manual_bodies(app: FastAPI) -> None:
-    """Put PredictRequest into the OpenAPI components that the predict routes refer to."""
+    """Put the hand-validated request bodies into the OpenAPI components routes refer to."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -82,11 +88,10 @@ def _describe_manual_bodies(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            request_schema = PredictRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components.update(request_schema.pop("$defs", {}))
-            components["PredictRequest"] = request_schema
+            for body in (PredictRequest, CreateSessionRequest, ObserveRequest):
+                request_schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(request_schema.pop("$defs", {}))
+                components[body.__name__] = request_schema
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     max_horizon: Annotated[int, Field(ge=1)] = 512
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
 
+    # Server-held sessions (docs/sessions.md).
+    # "memory": in this process, bounded by session_max; "redis": shared by every replica.
+    session_store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Seconds a session lives without a step; each applied step starts the clock again.
+    session_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
+    # Memory store only: live sessions at most; beyond it creation answers 503.
+    session_max: Annotated[int, Field(ge=1)] = 100_000
+    # Redis connect and command timeout: how long a request may wait before a 503.
+    redis_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+
     @field_validator("providers")
     @classmethod
     def _providers_well_formed(cls, value: str) -> str:

@@ -48,6 +48,7 @@ class ApiError(Exception):
         message: str,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -55,6 +56,8 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+        # More members of the error object, e.g. the current offset of a 409 on a session.
+        self.extra = extra
 
 
 def error_response(
@@ -63,11 +66,26 @@ def error_response(
     message: str,
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Response:
-    body = {"error": {"status": status, "code": code, "message": message, "field": field}}
+    body = error_body(status, code, message, field, extra)
     return Response(
         orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
     )
+
+
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The error shape as a dict (also sent as a WebSocket error frame)."""
+    error: dict[str, Any] = {"status": status, "code": code, "message": message, "field": field}
+    if extra:
+        error.update(extra)
+    return {"error": error}
 
 
 def field_path(loc: Sequence[int | str]) -> str | None:
@@ -99,7 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers, exc.extra)
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -2,10 +2,12 @@
 
 from fastapi import APIRouter
 
-from service.api.routes import docs, health, models, predict
+from service.api.routes import docs, health, models, predict, sessions, stream
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(models.router)
 api_router.include_router(predict.router)
+api_router.include_router(sessions.router)
+api_router.include_router(stream.router)
 api_router.include_router(docs.router)

@@ -1,0 +1,69 @@
+"""Build the session manager the settings ask for: its store, model runner and encoder."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio.to_thread
+import numpy as np
+
+from service.inference import Forecaster, SeriesInput, SeriesOutput, work_steps
+from service.repository import LoadedModel, ModelRepository
+from service.sessions.manager import Runner, SessionManager
+from service.sessions.memory import MemoryStore
+from service.sessions.redis_store import RedisStore
+from service.sessions.store import SessionStore
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_store(settings: Settings) -> SessionStore:
+    """The store named by SEQCAST_SESSION_STORE."""
+    if settings.session_store == "redis":
+        log.info("sessions are kept in Redis at %s", _redacted(settings.redis_url))
+        return RedisStore(
+            settings.redis_url, ttl_s=settings.session_ttl_s, timeout_s=settings.redis_timeout_s
+        )
+    if settings.workers > 1:
+        # Each worker process would hold its own sessions and see none of the others'.
+        log.warning(
+            "SEQCAST_SESSION_STORE=memory with %d workers: a session lives in one worker "
+            "process only; use SEQCAST_SESSION_STORE=redis to share sessions",
+            settings.workers,
+        )
+    return MemoryStore(max_sessions=settings.session_max, ttl_s=settings.session_ttl_s)
+
+
+def make_runner(inline_max_steps: int) -> Runner:
+    """Run the inference core inline when the work is small, else on a worker thread."""
+
+    async def run(model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
+        forecaster = Forecaster(model)
+        if work_steps(inputs) <= inline_max_steps:
+            return forecaster.predict(inputs)
+        return await anyio.to_thread.run_sync(forecaster.predict, inputs)
+
+    return run
+
+
+def encode_rows(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
+    """(time, targets) as the predict endpoint answers it: flat for a single target."""
+    if model.manifest.architecture.output_size == 1:
+        return np.ascontiguousarray(rows[:, 0])
+    return np.ascontiguousarray(rows)
+
+
+def make_session_manager(settings: Settings, repository: ModelRepository) -> SessionManager:
+    return SessionManager(
+        make_store(settings), repository, make_runner(settings.inline_max_steps), encode_rows
+    )
+
+
+def _redacted(url: str) -> str:
+    # Never log a password embedded in the URL.
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest

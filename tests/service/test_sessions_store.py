@@ -1,0 +1,218 @@
+"""The session stores on their own: the contract both the memory and the Redis store keep."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import anyio
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from service.sessions.memory import MemoryStore
+from service.sessions.record import (
+    AppliedStep,
+    SessionRecord,
+    pack_state,
+    step_digest,
+    unpack_state,
+)
+from service.sessions.redis_store import RedisStore
+from service.sessions.store import Advance, SessionStore, StoreFull, StoreUnavailable
+from tests.redis_fixture import RedisServer, free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def make_record(*, lstm: bool = True, offset: int = 0, now: float | None = None) -> SessionRecord:
+    now = time.time() if now is None else now
+    h = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    return SessionRecord(
+        id=uuid.uuid4().hex,
+        model="sine-lstm",
+        version=2,
+        offset=offset,
+        h=pack_state(h),
+        c=pack_state(-h) if lstm else None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    built: SessionStore
+    if request.param == "memory":
+        built = MemoryStore(max_sessions=100, ttl_s=30)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        built = RedisStore(server.url, ttl_s=30)
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+async def test_create_get_round_trips_every_field(store: SessionStore) -> None:
+    record = make_record()
+    await store.create(record)
+    assert await store.get(record.id) == record
+    plain = make_record(lstm=False)
+    await store.create(plain)
+    got = await store.get(plain.id)
+    assert got is not None
+    assert got.c is None
+    assert unpack_state(got.h, (2, 3)).tolist() == unpack_state(plain.h, (2, 3)).tolist()
+
+
+async def test_get_unknown_is_none_and_delete_reports_existence(store: SessionStore) -> None:
+    record = make_record()
+    assert await store.get(record.id) is None
+    assert await store.delete(record.id) is False
+    await store.create(record)
+    assert await store.delete(record.id) is True
+    assert await store.get(record.id) is None
+
+
+async def test_compare_and_advance_applies_only_at_expected_offset(store: SessionStore) -> None:
+    record = make_record()
+    await store.create(record)
+    step = AppliedStep(offset=0, digest="d" * 64, response=b'{"offset":3}')
+    advanced = replace(record, offset=3, h=pack_state(np.ones((2, 3))), last_step=step)
+    assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+    assert await store.get(record.id) == advanced
+    # A second writer that read offset 0 loses and writes nothing.
+    stale = replace(record, offset=5, h=pack_state(np.zeros((2, 3))))
+    assert await store.compare_and_advance(0, stale) is Advance.MOVED
+    assert await store.get(record.id) == advanced
+    await store.delete(record.id)
+    assert await store.compare_and_advance(3, advanced) is Advance.GONE
+    assert await store.get(record.id) is None
+
+
+async def test_idle_sessions_expire_and_steps_refresh_the_ttl(store: SessionStore) -> None:
+    store.ttl_s = 0.4
+    idle, busy = make_record(), make_record()
+    await store.create(idle)
+    await store.create(busy)
+    await anyio.sleep(0.25)
+    advanced = replace(busy, offset=1, updated_at=time.time())
+    assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+    await anyio.sleep(0.25)
+    assert await store.get(idle.id) is None
+    got = await store.get(busy.id)
+    assert got is not None
+    assert got.offset == 1
+
+
+async def test_memory_store_refuses_new_sessions_when_full_of_live_ones() -> None:
+    clock = [1000.0]
+    store = MemoryStore(max_sessions=2, ttl_s=10, clock=lambda: clock[0])
+    first, second = make_record(now=1000.0), make_record(now=1001.0)
+    await store.create(first)
+    clock[0] = 1001.0
+    await store.create(second)
+    with pytest.raises(StoreFull, match="maximum of 2 live sessions"):
+        await store.create(make_record(now=1001.0))
+    # Once the oldest is past its idle TTL it is swept and the new one fits;
+    # the live session is untouched.
+    clock[0] = 1010.5
+    third = make_record(now=1010.5)
+    await store.create(third)
+    assert len(store) == 2
+    assert await store.get(first.id) is None
+    assert await store.get(second.id) == second
+    assert await store.get(third.id) == third
+
+
+async def test_memory_store_keeps_order_by_last_step() -> None:
+    clock = [0.0]
+    store = MemoryStore(max_sessions=2, ttl_s=10, clock=lambda: clock[0])
+    old, new = make_record(now=0.0), make_record(now=1.0)
+    await store.create(old)
+    await store.create(new)
+    clock[0] = 9.0
+    # A step on the older session makes it the most recent one.
+    advanced = replace(old, offset=1, updated_at=9.0)
+    assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+    clock[0] = 11.5
+    await store.create(make_record(now=11.5))  # sweeps `new` (idle since 1.0), not `old`
+    assert await store.get(new.id) is None
+    got = await store.get(old.id)
+    assert got is not None
+    assert got.offset == 1
+
+
+async def test_redis_store_unreachable_raises_store_unavailable() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", ttl_s=30, timeout_s=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            await store.get("x")
+        with pytest.raises(StoreUnavailable):
+            await store.create(make_record())
+        with pytest.raises(StoreUnavailable):
+            await store.compare_and_advance(0, make_record())
+        assert time.monotonic() - started < 5
+        assert await store.ping() is False
+    finally:
+        await store.aclose()
+
+
+async def test_redis_store_recovers_when_redis_comes_back(own_redis_server: RedisServer) -> None:
+    store = RedisStore(own_redis_server.url, ttl_s=30, timeout_s=0.5)
+    try:
+        record = make_record()
+        await store.create(record)
+        own_redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.get(record.id)
+        own_redis_server.start()
+        # Same store object, no restart: the pool dials a fresh connection.
+        # The restarted server kept nothing (no persistence).
+        assert await store.get(record.id) is None
+        await store.create(record)
+        assert await store.get(record.id) == record
+    finally:
+        await store.aclose()
+
+
+async def test_redis_state_is_binary_float32(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, ttl_s=30)
+    try:
+        record = make_record()
+        await store.create(record)
+        raw = aioredis.Redis.from_url(redis_server.url)
+        try:
+            blob = await raw.hget(f"seqcast:session:{record.id}", "h")
+            ttl_ms = await raw.pttl(f"seqcast:session:{record.id}")
+        finally:
+            await raw.aclose()
+        assert blob == record.h
+        assert len(blob) == 2 * 3 * 4
+        assert 0 < ttl_ms <= 30_000
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (([1.0, 2.0], 1), ([1, 2], 1), True),
+        (([1.0, 2.0], 1), ([1.0, 2.0], 2), False),
+        (([1.0, 2.0], 1), ([2.0, 1.0], 1), False),
+        (([[1.0, 2.0]], 1), ([1.0, 2.0], 1), False),
+    ],
+)
+def test_step_digest(a: tuple[list[object], int], b: tuple[list[object], int], same: bool) -> None:
+    da = step_digest(np.asarray(a[0], dtype=np.float64), a[1])
+    db = step_digest(np.asarray(b[0], dtype=np.float64), b[1])
+    assert (da == db) is same
+
+
+def test_unpack_state_rejects_wrong_size() -> None:
+    with pytest.raises(ValueError, match="expected 24"):
+        unpack_state(b"\x00" * 20, (2, 3))
