@@ -29,12 +29,19 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process without persistence; can be stopped and restarted."""
+    """One redis-server process; can be stopped and restarted on the same port.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    Without ``persistent`` nothing is written to disk and a restart starts empty.
+    With it, every write goes to an append-only file first (``appendfsync
+    always``), so a restart comes back with every session, as a production Redis
+    configured for durability does.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
         assert REDIS_BINARY is not None
         self.workdir = workdir
         self.port = port or free_port()
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,13 +51,12 @@ class RedisServer:
     def start(self, timeout_s: float = 10.0) -> None:
         assert self.proc is None, "already running"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # "save ''" and "appendonly no": nothing is persisted, so a restart
-        # starts empty, like a Redis that lost its data.
         args = {
             "--port": str(self.port),
             "--bind": "127.0.0.1",
-            "--save": "",
-            "--appendonly": "no",
+            "--save": "",  # no RDB snapshots
+            "--appendonly": "yes" if self.persistent else "no",
+            "--appendfsync": "always",
             "--dir": str(self.workdir),
             "--logfile": str(self.workdir / "redis.log"),
             "--daemonize": "no",
@@ -107,9 +113,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server private to one test, which may stop and restart it."""
+    """A persistent redis-server private to one test, which may stop and restart it."""
     _require_binary()
-    server = RedisServer(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis", persistent=True)
     server.start()
     try:
         yield server

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,41 @@ def error_of(response: Any, status: int) -> dict:
 def started(make_client: MakeClient, **settings: Any) -> Iterator[TestClient]:
     with make_client(**settings) as client:
         yield client
+
+
+def push_concurrently(
+    clients: list[TestClient],
+    session: str,
+    chunks: list[np.ndarray],
+    senders_per_chunk: int = 2,
+    workers: int = 16,
+) -> dict[int, list[bytes]]:
+    """Send every chunk at its offset from several workers at once, until each is applied.
+
+    A worker whose chunk is not yet due (409 with an offset before it) waits and
+    retries; one that sees the session past its chunk stops. Returns the 200
+    answers per chunk index.
+    """
+    starts = np.cumsum([0] + [len(c) for c in chunks[:-1]]).tolist()
+
+    def push(job: int) -> tuple[int, bytes | None]:
+        i = job // senders_per_chunk
+        client = clients[job % len(clients)]
+        body = {"values": as_json(chunks[i]), "offset": starts[i]}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            response = client.post(f"/v1/sessions/{session}/observe", json=body)
+            if response.status_code == 200:
+                return i, response.content
+            error = error_of(response, 409)
+            if error["offset"] > starts[i]:
+                return i, None  # another sender applied it and the session moved on
+            time.sleep(0.002)
+        raise AssertionError(f"chunk {i} was never applied")
+
+    answers: dict[int, list[bytes]] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, body in pool.map(push, range(senders_per_chunk * len(chunks))):
+            if body is not None:
+                answers.setdefault(i, []).append(body)
+    return answers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from tests.service.sessions_support import (
     error_of,
     observe,
     oracle,
+    push_concurrently,
     series,
     session_state,
     store_settings,
@@ -232,39 +232,18 @@ def test_bad_creations(client: TestClient, url: str, body: object, status: int, 
 def test_concurrent_clients_with_correct_offsets_lose_no_update_and_double_no_step(
     client: TestClient, model_dir: Path
 ) -> None:
-    """Each chunk is sent by two workers at once, all chunks in flight together."""
+    """24 chunks, each sent by two workers at once, all in flight together."""
     values = series(96)
-    chunks = np.split(values, range(4, 96, 4))  # 24 chunks of 4
-    starts = [4 * i for i in range(len(chunks))]
+    chunks = np.split(values, range(4, 96, 4))
     session = create(client, "tiny-lstm")["session"]
-
-    def push(i: int) -> tuple[int, bytes | None]:
-        body = {"values": as_json(chunks[i // 2]), "offset": starts[i // 2]}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            response = client.post(f"/v1/sessions/{session}/observe", json=body)
-            if response.status_code == 200:
-                return i // 2, response.content
-            error = error_of(response, 409)
-            if error["offset"] > starts[i // 2]:
-                return i // 2, None  # the twin applied this chunk and the session moved on
-            time.sleep(0.002)  # not this chunk's turn yet
-        raise AssertionError("chunk never applied")
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        results = list(pool.map(push, range(2 * len(chunks))))
-    answers: dict[int, list[bytes]] = {}
-    for chunk, body in results:
-        if body is not None:
-            answers.setdefault(chunk, []).append(body)
+    answers = push_concurrently([client], session, chunks)
     preds, h, c = oracle(model_dir, "tiny-lstm", 2).run(values)
+    assert sorted(answers) == list(range(24))  # every chunk was answered at least once
     for i, bodies in answers.items():
-        assert len(set(bodies)) == 1  # a twin that was answered got the very same answer
-        np.testing.assert_allclose(
-            np.asarray(json.loads(bodies[0])["predictions"]),
-            preds[starts[i] : starts[i] + 4, 0],
-            atol=1e-5,
-        )
+        assert len(set(bodies)) == 1  # both senders of a chunk got the very same answer
+        answer = json.loads(bodies[0])
+        assert (answer["start"], answer["offset"]) == (4 * i, 4 * i + 4)
+        np.testing.assert_allclose(answer["predictions"], preds[4 * i : 4 * i + 4, 0], atol=1e-5)
     info = session_state(client, session)
     assert info["offset"] == 96
     assert_state(info, h, c)

@@ -170,12 +170,15 @@ async def test_redis_store_recovers_when_redis_comes_back(own_redis_server: Redi
         own_redis_server.stop()
         with pytest.raises(StoreUnavailable):
             await store.get(record.id)
+        with pytest.raises(StoreUnavailable):
+            await store.compare_and_advance(0, replace(record, offset=1))
         own_redis_server.start()
-        # Same store object, no restart: the pool dials a fresh connection.
-        # The restarted server kept nothing (no persistence).
-        assert await store.get(record.id) is None
-        await store.create(record)
+        # Same store object, no restart: the pool dials a fresh connection, and the
+        # persistent server came back with the session.
         assert await store.get(record.id) == record
+        advanced = replace(record, offset=1)
+        assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+        assert await store.get(record.id) == advanced
     finally:
         await store.aclose()
 
