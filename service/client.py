@@ -1,0 +1,261 @@
+"""A small synchronous Python client for seqcast, built on httpx.
+
+Stateless prediction with the state carried by the caller::
+
+    from service.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        first = client.predict("sine-lstm", [0.1, 0.4, 0.7], horizon=3)
+        more = client.predict("sine-lstm", [0.9, 1.0], state=first.state)
+
+Server-held sessions, with offsets kept by the client and safe retries::
+
+    with client.create_session("sine-lstm") as session:
+        step = session.observe([0.1, 0.4, 0.7], horizon=3)
+        step = session.observe([0.9])  # offset 3 is sent for you
+        print(step.forecast, session.offset)
+
+Every observe carries the offset it applies at, so when a response is lost on
+the way back (a timeout, a reset connection, a 502/503/504 from a proxy or a
+briefly unreachable Redis) the client sends the very same step again: the
+server answers a repeated step from its record instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+Values = Sequence[float] | Sequence[Sequence[float]]
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class SeqcastError(Exception):
+    """An error answer from the service, in its JSON error shape."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class OffsetConflictError(SeqcastError):
+    """The step's offset is not where the session stands; ``current_offset`` says where it is."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None, current: int):
+        super().__init__(status, code, message, field)
+        self.current_offset = current
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One series' answer from predict."""
+
+    model: str
+    version: int
+    forecast: list[Any]  # numbers for one target, rows for several
+    state: dict[str, Any] | None  # pass back as ``state=`` to continue exactly
+    predictions: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The answer to one session step."""
+
+    start: int  # offset the step applied at
+    offset: int  # offset after it
+    predictions: list[Any]  # prediction of step t+1 after each observed value t
+    forecast: list[Any]
+    replayed: bool = False  # True when the server answered a repeated step from its record
+
+
+class Client:
+    """Talks to one seqcast server. Thread-safe as httpx.Client is; close it when done."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``retries``: extra attempts after a transport error or a 502/503/504."""
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request, re-sending it after transport errors and 502/503/504.
+
+        Only requests that are safe to repeat go through here: predict is
+        stateless, and a session step carries its offset.
+        """
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt >= self.retries:
+                    raise
+                log.warning("%s %s failed (%s); retrying", method, path, exc)
+            else:
+                if response.status_code not in _RETRY_STATUSES or attempt >= self.retries:
+                    return _checked(response)
+                log.warning("%s %s answered %d; retrying", method, path, response.status_code)
+            time.sleep(self.backoff_s * 2**attempt)
+            attempt += 1
+
+    def predict(
+        self,
+        model: str,
+        values: Values,
+        *,
+        state: dict[str, Any] | None = None,
+        horizon: int = 1,
+        version: int | None = None,
+        return_predictions: bool = False,
+    ) -> Prediction:
+        """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction)."""
+        series: dict[str, Any] = {"values": list(values), "horizon": horizon}
+        if state is not None:
+            series["state"] = state
+        body = {"series": [series], "return_predictions": return_predictions}
+        answer = self.request("POST", f"{_model_path(model, version)}/predict", json=body).json()
+        item = answer["series"][0]
+        return Prediction(
+            model=answer["model"],
+            version=answer["version"],
+            forecast=item["forecast"],
+            state=item.get("state"),
+            predictions=item.get("predictions"),
+        )
+
+    def create_session(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        warmup: Values | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> Session:
+        """Start a server-held session (default version unless given), optionally warmed up."""
+        body: dict[str, Any] = {}
+        if warmup is not None:
+            body["values"] = list(warmup)
+        if state is not None:
+            body["state"] = state
+        # Not retried: a lost answer would leave an orphan session (it expires by TTL).
+        response = _checked(self._http.post(f"{_model_path(model, version)}/sessions", json=body))
+        return Session(self, response.json())
+
+    def session(self, session_id: str) -> Session:
+        """Attach to an existing session (e.g. one another process created)."""
+        return Session(self, self.request("GET", f"/v1/sessions/{session_id}").json())
+
+
+@dataclass
+class Session:
+    """A server-held session. The client tracks its offset; observe sends it."""
+
+    client: Client
+    info: dict[str, Any] = field(repr=False)
+    id: str = field(init=False)
+    model: str = field(init=False)
+    version: int = field(init=False)
+    offset: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.id = self.info["session"]
+        self.model = self.info["model"]
+        self.version = self.info["version"]
+        self.offset = self.info["offset"]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def observe(self, values: Values, *, horizon: int = 1) -> Observation:
+        """Feed the next values at the current offset; exactly once even when retried.
+
+        Raises OffsetConflictError when someone else moved the session; call
+        ``refresh()`` to learn the server's offset.
+        """
+        body = {"values": list(values), "offset": self.offset, "horizon": horizon}
+        response = self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
+        answer = response.json()
+        self.offset = answer["offset"]
+        return Observation(
+            start=answer["start"],
+            offset=answer["offset"],
+            predictions=answer["predictions"],
+            forecast=answer["forecast"],
+            replayed=response.headers.get("seqcast-replayed") == "true",
+        )
+
+    def refresh(self, *, with_state: bool = False) -> dict[str, Any]:
+        """Re-read the session from the server (offset, times, state when asked)."""
+        params = {"state": "true"} if with_state else None
+        self.info = self.client.request("GET", f"/v1/sessions/{self.id}", params=params).json()
+        self.offset = self.info["offset"]
+        return self.info
+
+    def close(self) -> None:
+        """Delete the session on the server; a session already gone is fine."""
+        try:
+            self.client.request("DELETE", f"/v1/sessions/{self.id}")
+        except SeqcastError as exc:
+            if exc.status != 404:
+                raise
+
+
+def _model_path(model: str, version: int | None) -> str:
+    return f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        raise SeqcastError(response.status_code, "http_error", response.text[:500]) from None
+    if response.status_code == 409 and "offset" in error:
+        raise OffsetConflictError(
+            409, error["code"], error["message"], error.get("field"), int(error["offset"])
+        )
+    raise SeqcastError(
+        response.status_code, error.get("code", "http_error"), error["message"], error.get("field")
+    )
