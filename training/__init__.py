@@ -1,0 +1,1 @@
+"""Training half of seqcast: data, models, fitting, evaluation and ONNX export (PyTorch only)."""

@@ -1,0 +1,154 @@
+"""ONNX export with the repository's I/O contract, and the parity check that gates writing it.
+
+Graph: inputs x (B, T, F), h0 (L, B, H)[, c0 (L, B, H) for LSTM]; outputs y (B, T, O),
+h_n[, c_n]. Batch and time are dynamic. The TorchScript exporter (dynamo=False) is used:
+in torch 2.13 the dynamo exporter fails on nn.RNN and bakes static shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from training.models import Forecaster
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+TOLERANCE = 1e-5
+PARITY_BATCHES = (1, 3, 64)
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree beyond the tolerance: the export must not be written."""
+
+
+class _StatefulGraph(nn.Module):
+    """Exposes the initial state as explicit graph inputs and the final state as outputs."""
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, h0: Tensor, c0: Tensor | None = None) -> tuple[Tensor, ...]:
+        if c0 is not None:
+            y, (h, c) = self.model(x, (h0, c0))
+            return y, h, c
+        y, h = self.model(x, h0)
+        return y, h
+
+
+def io_names(cell: str) -> tuple[list[str], list[str]]:
+    if cell == "lstm":
+        return ["x", "h0", "c0"], ["y", "h_n", "c_n"]
+    return ["x", "h0"], ["y", "h_n"]
+
+
+def io_shapes(model: Forecaster) -> dict[str, list[dict[str, Any]]]:
+    """The manifest's onnx.inputs / onnx.outputs entries."""
+    state: list[Any] = [model.num_layers, "batch", model.hidden_size]
+    ins, outs = io_names(model.cell)
+    shapes = {
+        "x": ["batch", "time", model.input_size],
+        "y": ["batch", "time", model.output_size],
+    }
+    return {
+        "inputs": [{"name": n, "shape": shapes.get(n, state)} for n in ins],
+        "outputs": [{"name": n, "shape": shapes.get(n, state)} for n in outs],
+    }
+
+
+def _random_inputs(
+    model: Forecaster, batch: int, time: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    x = rng.normal(size=(batch, time, model.input_size)).astype(np.float32)
+    state = (model.num_layers, batch, model.hidden_size)
+    n_states = 2 if model.cell == "lstm" else 1
+    # Non-zero states: a zero state would hide a graph that ignores h0/c0.
+    return [x] + [rng.uniform(-1.0, 1.0, size=state).astype(np.float32) for _ in range(n_states)]
+
+
+def export_onnx(model: Forecaster) -> bytes:
+    """Serialise the model (on the CPU, eval mode) to ONNX bytes."""
+    model = model.cpu().eval()
+    graph = _StatefulGraph(model)
+    ins, outs = io_names(model.cell)
+    example = tuple(
+        torch.from_numpy(a) for a in _random_inputs(model, 2, 3, np.random.default_rng(0))
+    )
+    dynamic: dict[str, dict[int, str]] = {
+        "x": {0: "batch", 1: "time"},
+        "y": {0: "batch", 1: "time"},
+    }
+    for name in ins[1:] + outs[1:]:
+        dynamic[name] = {1: "batch"}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        path = Path(tmp) / "model.onnx"
+        # The TorchScript exporter is deprecated in torch 2.13 and says so on every call, and it
+        # warns that RNN exports with a batch size other than 1 may be wrong; the parity
+        # check below is what decides whether the graph is right.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            graph,
+            example,
+            path,
+            input_names=ins,
+            output_names=outs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        return path.read_bytes()
+
+
+def parity_times(window: int) -> tuple[int, ...]:
+    """Sequence lengths checked: 1, a short odd one, the window and beyond ten windows."""
+    return tuple(sorted({1, 7, window, 10 * window + 3}))
+
+
+def check_parity(
+    model: Forecaster,
+    onnx_bytes: bytes,
+    window: int,
+    batches: Sequence[int] = PARITY_BATCHES,
+    times: Sequence[int] | None = None,
+    tolerance: float = TOLERANCE,
+    seed: int = 0,
+) -> float:
+    """Max abs error between ONNX Runtime (CPU) and PyTorch over every output; raises beyond tol."""
+    model = model.cpu().eval()
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    ins, outs = io_names(model.cell)
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for batch in batches:
+        for time in times or parity_times(window):
+            arrays = _random_inputs(model, batch, time, rng)
+            got = session.run(outs, dict(zip(ins, arrays, strict=True)))
+            with torch.no_grad():
+                want = _StatefulGraph(model)(*(torch.from_numpy(a) for a in arrays))
+            for name, g, w in zip(outs, got, want, strict=True):
+                if g.shape != tuple(w.shape):
+                    raise ParityError(
+                        f"{name}: ONNX shape {g.shape} != torch shape {tuple(w.shape)} "
+                        f"(batch {batch}, time {time})"
+                    )
+                err = float(np.max(np.abs(g - w.numpy())))
+                if not err <= tolerance:  # also catches NaN
+                    raise ParityError(
+                        f"{name}: max abs error {err:.3g} > {tolerance:g} "
+                        f"(batch {batch}, time {time})"
+                    )
+                worst = max(worst, err)
+    log.info("parity %s: max abs error %.3g over batches %s", model.cell, worst, list(batches))
+    return worst

@@ -1,0 +1,183 @@
+"""Report of one or several models trained on the same data: JSON metrics, PNG plots, Markdown.
+
+The plots are the ones the RNN-vs-LSTM comparison draws: loss curves, test forecast against
+actual, error histogram and predicted-against-actual scatter (streaming predictions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from training.pipeline import Trained
+
+log = logging.getLogger(__name__)
+
+DPI = 80  # keeps each PNG well under 150 KB
+_COLOURS = {"rnn": "crimson", "lstm": "mediumseagreen", "gru": "dodgerblue"}
+PLOTS = {
+    "loss.png": "Loss curves (scaled MSE; dashed: validation, streaming)",
+    "forecast.png": "Test forecast against actual (streaming, one step ahead)",
+    "errors.png": "Error histogram (streaming, original units)",
+    "scatter.png": "Predicted against actual (streaming)",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model in a report: its label (model name and version) and its training run."""
+
+    label: str
+    trained: Trained
+
+
+def _colour(entry: Entry) -> str:
+    return _COLOURS.get(entry.trained.config.cell, "darkorange")
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+
+
+def plot_loss(entries: Sequence[Entry], path: Path) -> None:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for e in entries:
+        h = e.trained.history
+        epochs = np.arange(1, h.epochs_run + 1)
+        ax.plot(epochs, h.train_loss, color=_colour(e), label=f"{e.label} train")
+        ax.plot(epochs, h.val_loss, color=_colour(e), linestyle="--", label=f"{e.label} val")
+        ax.axvline(h.best_epoch, color=_colour(e), alpha=0.3, linewidth=1)
+    ax.set(xlabel="epoch", ylabel="MSE (scaled)", title="Loss per epoch (vertical: best epoch)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def plot_forecast(entries: Sequence[Entry], path: Path) -> None:
+    ev0 = entries[0].trained.evaluation
+    steps = np.arange(ev0.actual.shape[0])
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    ax.plot(steps, ev0.actual[:, 0], ".", color="grey", markersize=3, label="actual")
+    if "noiseless" in ev0.predictions:
+        ax.plot(steps, ev0.predictions["noiseless"][:, 0], color="black", label="noiseless sine")
+    for e in entries:
+        pred = e.trained.evaluation.predictions["streaming"][:, 0]
+        ax.plot(steps, pred, color=_colour(e), label=e.label)
+    ax.set(xlabel="test step", ylabel=entries[0].trained.series.target_names[0])
+    ax.set_title("Test forecast against actual (streaming)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def plot_errors(entries: Sequence[Entry], path: Path) -> None:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for e in entries:
+        ev = e.trained.evaluation
+        err = (ev.predictions["streaming"] - ev.actual).ravel()
+        ax.hist(err, bins=30, alpha=0.45, color=_colour(e), label=e.label)
+    ax.set(xlabel="prediction - actual", ylabel="count", title="Error histogram (streaming)")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def plot_scatter(entries: Sequence[Entry], path: Path) -> None:
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    lo, hi = np.inf, -np.inf
+    for e in entries:
+        ev = e.trained.evaluation
+        a, p = ev.actual.ravel(), ev.predictions["streaming"].ravel()
+        ax.scatter(a, p, s=6, alpha=0.5, color=_colour(e), label=e.label)
+        lo, hi = min(lo, a.min(), p.min()), max(hi, a.max(), p.max())
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted against actual")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def metrics_json(entries: Sequence[Entry]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for e in entries:
+        t = e.trained
+        out[e.label] = {
+            "cell": t.config.cell,
+            **t.evaluation.summary(),
+            "epochs": t.history.epochs_run,
+            "best_epoch": t.history.best_epoch,
+            "fit_seconds": round(t.history.seconds, 2),
+            "loss": {"train": t.history.train_loss, "val": t.history.val_loss},
+        }
+    return out
+
+
+def markdown(entries: Sequence[Entry], command: str | None) -> str:
+    t0 = entries[0].trained
+    lines = [
+        "# Training report",
+        "",
+        f"Data: `{t0.series.name}` ({t0.series.rows} rows; split train {t0.split.train_end}, "
+        f"validation {t0.split.val_end - t0.split.train_end}, test {t0.split.n_test}). "
+        "Test metrics in original units; streaming carries the state over the whole series, "
+        f"windowed predicts each test row from the previous {t0.config.window} rows from a zero "
+        "state.",
+        "",
+    ]
+    if command:
+        lines += ["Produced by:", "", "```bash", command, "```", ""]
+    has_floor = "noiseless" in t0.evaluation.metrics
+    head = "| model | streaming RMSE | windowed RMSE | persistence RMSE |"
+    rule = "| --- | ---: | ---: | ---: |"
+    if has_floor:
+        head += " noiseless RMSE | streaming / noiseless | windowed / noiseless |"
+        rule += " ---: | ---: | ---: |"
+    head += " streaming / persistence | MAE | sMAPE % | epochs (best) | fit s |"
+    rule += " ---: | ---: | ---: | ---: | ---: |"
+    lines += [head, rule]
+    for e in entries:
+        m, r, h = e.trained.evaluation.metrics, e.trained.evaluation.ratios(), e.trained.history
+        row = (
+            f"| {e.label} | {m['streaming']['rmse']:.4f} | {m['windowed']['rmse']:.4f} "
+            f"| {m['persistence']['rmse']:.4f} |"
+        )
+        if has_floor:
+            row += (
+                f" {m['noiseless']['rmse']:.4f} | {r['streaming_vs_noiseless']:.4f} "
+                f"| {r['windowed_vs_noiseless']:.4f} |"
+            )
+        row += (
+            f" {r['streaming_vs_persistence']:.4f} | {m['streaming']['mae']:.4f} "
+            f"| {m['streaming']['smape']:.2f} | {h.epochs_run} ({h.best_epoch}) "
+            f"| {h.seconds:.1f} |"
+        )
+        lines.append(row)
+    lines += ["", "Metrics as JSON: [metrics.json](metrics.json)", ""]
+    for file, title in PLOTS.items():
+        lines += [f"## {title}", "", f"![{title}]({file})", ""]
+    return "\n".join(lines)
+
+
+def write_report(entries: Sequence[Entry], directory: Path, command: str | None = None) -> Path:
+    """Write metrics.json, the four plots and README.md into `directory` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(metrics_json(entries), indent=2) + "\n")
+    plot_loss(entries, directory / "loss.png")
+    plot_forecast(entries, directory / "forecast.png")
+    plot_errors(entries, directory / "errors.png")
+    plot_scatter(entries, directory / "scatter.png")
+    (directory / "README.md").write_text(markdown(entries, command))
+    log.info("report written to %s", directory)
+    return directory
