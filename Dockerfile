@@ -36,7 +36,9 @@ RUN python3 deploy/requirements.py > /tmp/requirements.txt \
 COPY README.md ./
 COPY service service
 COPY training training
+# pip and setuptools are not needed to serve: the runtime stage gets a venv without them.
 RUN pip install --no-deps . \
+ && pip uninstall -y -q pip setuptools \
  && python3 -m compileall -q /opt/venv/lib
 
 
