@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
@@ -42,12 +42,11 @@ _Body = TypeVar("_Body", bound=BaseModel)
 SessionId = Annotated[str, Path(max_length=128, description="session id")]
 
 
-def get_sessions(request: Request) -> SessionManager:
+def sessions_of(request: Request) -> SessionManager:
+    # Read from the lifespan state directly rather than through Depends: dependency
+    # resolution costs more per request than the rest of a small step's routing.
     sessions: SessionManager = request.state.sessions
     return sessions
-
-
-SessionsDep = Annotated[SessionManager, Depends(get_sessions)]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -142,9 +141,8 @@ def session_info(
     return info
 
 
-async def _create(
-    request: Request, sessions: SessionManager, name: str, version: int | None
-) -> OrjsonResponse:
+async def _create(request: Request, name: str, version: int | None) -> OrjsonResponse:
+    sessions = sessions_of(request)
     repository: ModelRepository = request.state.repository
     settings: Settings = request.state.settings
     model = find_model(repository, name, version)
@@ -166,9 +164,9 @@ async def _create(
     responses=_errors(404, 413, 422, 503),
     openapi_extra=_body("CreateSessionRequest", required=False),
 )
-async def create_session(name: str, request: Request, sessions: SessionsDep) -> OrjsonResponse:
+async def create_session(name: str, request: Request) -> OrjsonResponse:
     """Start a session on the default (highest) version of a model."""
-    return await _create(request, sessions, name, None)
+    return await _create(request, name, None)
 
 
 @router.post(
@@ -178,11 +176,9 @@ async def create_session(name: str, request: Request, sessions: SessionsDep) -> 
     responses=_errors(404, 413, 422, 503),
     openapi_extra=_body("CreateSessionRequest", required=False),
 )
-async def create_session_version(
-    name: str, version: int, request: Request, sessions: SessionsDep
-) -> OrjsonResponse:
+async def create_session_version(name: str, version: int, request: Request) -> OrjsonResponse:
     """Start a session on one version of a model."""
-    return await _create(request, sessions, name, version)
+    return await _create(request, name, version)
 
 
 @router.post(
@@ -191,8 +187,9 @@ async def create_session_version(
     responses=_errors(404, 409, 410, 413, 422, 503),
     openapi_extra=_body("ObserveRequest"),
 )
-async def observe(session_id: SessionId, request: Request, sessions: SessionsDep) -> Response:
+async def observe(session_id: SessionId, request: Request) -> Response:
     """Feed the next values at their offset; a retry of the last step gets the same answer."""
+    sessions = sessions_of(request)
     settings: Settings = request.state.settings
     body = parse_body(ObserveRequest, await request.body())
     prepare = step_preparer(body.values, body.horizon, settings)
@@ -207,10 +204,11 @@ async def observe(session_id: SessionId, request: Request, sessions: SessionsDep
 @router.get("/sessions/{session_id}", response_model=SessionInfo, responses=_errors(404, 410, 503))
 async def describe_session(
     session_id: SessionId,
-    sessions: SessionsDep,
+    request: Request,
     state: Annotated[bool, Query(description="include the current state")] = False,
 ) -> OrjsonResponse:
     """Where a session stands: model, version, offset, times, and its state when asked."""
+    sessions = sessions_of(request)
     try:
         record = await sessions.get(session_id)
         return OrjsonResponse(session_info(sessions, record, with_state=state))
@@ -219,8 +217,9 @@ async def describe_session(
 
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=_errors(404, 503))
-async def delete_session(session_id: SessionId, sessions: SessionsDep) -> Response:
+async def delete_session(session_id: SessionId, request: Request) -> Response:
     """End a session and forget its state."""
+    sessions = sessions_of(request)
     try:
         await sessions.delete(session_id)
     except (SessionError, StoreUnavailable) as exc:
