@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Requests whose work (series x (time steps + horizon)) is at most this many steps run
     # inline on the event loop; larger ones go to the thread pool (see docs/api.md).
     inline_max_steps: Annotated[int, Field(ge=0)] = 2048
+    # Answer predict requests straight from ASGI, ahead of FastAPI's routing (same answers,
+    # less overhead per request; see docs/benchmarks.md). Off: the FastAPI routes answer.
+    fast_path: bool = True
 
     # Request limits.
     max_series_per_request: Annotated[int, Field(ge=1)] = 256
@@ -52,6 +55,8 @@ class Settings(BaseSettings):
     session_max: Annotated[int, Field(ge=1)] = 100_000
     # Redis connect and command timeout: how long a request may wait before a 503.
     redis_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # Redis connections per service process; more concurrent steps wait for one.
+    redis_max_connections: Annotated[int, Field(ge=1)] = 64
 
     @field_validator("providers")
     @classmethod

@@ -24,7 +24,10 @@ def make_store(settings: Settings) -> SessionStore:
     if settings.session_store == "redis":
         log.info("sessions are kept in Redis at %s", _redacted(settings.redis_url))
         return RedisStore(
-            settings.redis_url, ttl_s=settings.session_ttl_s, timeout_s=settings.redis_timeout_s
+            settings.redis_url,
+            ttl_s=settings.session_ttl_s,
+            timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
         )
     if settings.workers > 1:
         # Each worker process would hold its own sessions and see none of the others'.

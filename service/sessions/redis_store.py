@@ -38,6 +38,8 @@ return 1
 """
 
 _T = TypeVar("_T")
+# Longest wait for a free pooled connection; only a saturated pool waits at all.
+_POOL_WAIT_S = 10.0
 
 
 def _fields(record: SessionRecord) -> dict[str, bytes | str]:
@@ -84,22 +86,31 @@ class RedisStore:
 
     kind = "redis"
 
-    def __init__(self, url: str, *, ttl_s: float, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, url: str, *, ttl_s: float, timeout_s: float = 1.0, max_connections: int = 64
+    ) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be > 0")
         self.ttl_s = ttl_s
         self.url = url
-        # Short timeouts and one quick retry: when Redis is down the caller
-        # should get a 503 promptly rather than wait out redis-py's default
-        # ten retries. The pool drops a broken connection and dials a new one
-        # on the next command, which is how the store recovers by itself.
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A blocking pool: under more concurrent steps than connections, a step waits
+        # for a free connection (redis-py's default pool fails at once with "Too many
+        # connections"). Redis serves commands one at a time, so a few dozen
+        # connections keep it busy.
+        # Short timeouts and one quick retry: when Redis is down the caller should get
+        # a 503 promptly rather than wait out redis-py's default ten retries. The pool
+        # drops a broken connection and dials a new one on the next command, which is
+        # how the store recovers by itself.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=_POOL_WAIT_S,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
             decode_responses=False,
         )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._advance = self._redis.register_script(_ADVANCE_LUA)
 
     @property

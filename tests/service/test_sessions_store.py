@@ -183,6 +183,28 @@ async def test_redis_store_recovers_when_redis_comes_back(own_redis_server: Redi
         await store.aclose()
 
 
+async def test_redis_store_waits_for_a_connection_when_all_are_busy(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, ttl_s=30, max_connections=3)
+    try:
+        records = [make_record() for _ in range(60)]
+        async with anyio.create_task_group() as tg:
+            for r in records:
+                tg.start_soon(store.create, r)
+        got = []
+
+        async def fetch(r: SessionRecord) -> None:
+            got.append(await store.get(r.id))
+
+        async with anyio.create_task_group() as tg:
+            for r in records:
+                tg.start_soon(fetch, r)
+        assert sorted(g.id for g in got if g is not None) == sorted(r.id for r in records)
+    finally:
+        await store.aclose()
+
+
 async def test_redis_state_is_binary_float32(redis_server: RedisServer) -> None:
     store = RedisStore(redis_server.url, ttl_s=30)
     try:
