@@ -11,11 +11,13 @@ import onnxruntime as ort
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from service import __version__
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.errors import install_error_handlers
+from service.api.fast_path import match_predict, serve_predict
 from service.api.routes import api_router
 from service.api.routes.docs import STATIC_PREFIX
 from service.api.schemas import PredictRequest
@@ -57,10 +59,28 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
+class SeqcastApp(FastAPI):
+    """FastAPI, with predict requests answered before its middleware (see api/fast_path.py)."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast_path = settings.fast_path
+        self._max_body_bytes = settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._fast_path:
+            match = match_predict(scope)
+            if match is not None:
+                await serve_predict(scope, receive, send, match, self._max_body_bytes)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new service app; with no settings they are read from SEQCAST_ environment variables."""
     settings = settings or Settings()
-    app = FastAPI(
+    app = SeqcastApp(
+        settings,
         title="seqcast",
         version=__version__,
         summary="Recurrent time-series forecasts with the state to continue them.",

@@ -14,20 +14,20 @@ import numpy as np
 
 from service.repository import LoadedModel
 
-_F32_MAX = float(np.finfo(np.float32).max)
+F32_MAX = float(np.finfo(np.float32).max)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SeriesInput:
     """One series to predict over, in original units."""
 
-    values: np.ndarray  # (time, features) float32, finite, time >= 1
+    values: np.ndarray  # (time, features) float32, |value| <= F32_MAX, time >= 1
     h: np.ndarray | None = None  # (num_layers, hidden) float32; None starts from zeros
     c: np.ndarray | None = None  # (num_layers, hidden) float32; LSTM only
     horizon: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SeriesOutput:
     """What one series gives back, in original units."""
 
@@ -60,6 +60,17 @@ class Forecaster:
         self._num_layers, self._hidden = model.state_shape
         self._roll_out = model.manifest.can_roll_out
         self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
+        # scaled = value * _x_mul + _x_add, the manifest's (value - offset) / scale.
+        x_offset, x_scale = model.x_offset.astype(np.float64), model.x_scale.astype(np.float64)
+        self._x_mul64, self._x_add64 = 1.0 / x_scale, -x_offset / x_scale
+        self._x_mul, self._x_add = (
+            self._x_mul64.astype(np.float32),
+            self._x_add64.astype(np.float32),
+        )
+        # When no value within float32 range can leave it once scaled (every scale above
+        # about 1, the common case), float32 arithmetic is safe and needs no range check.
+        mul, add = float(np.abs(self._x_mul64).max()), float(np.abs(self._x_add64).max())
+        self._scale_is_safe = mul <= 0.99 and add <= 1e-3 * F32_MAX
 
     def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
         """Predictions, forecast and final state for every series, in input order."""
@@ -71,7 +82,7 @@ class Forecaster:
                         "so it cannot roll forward on its own predictions",
                         series=i,
                     )
-        results: list[SeriesOutput | None] = [None] * len(inputs)
+        results: list[SeriesOutput] = [None] * len(inputs)  # type: ignore[list-item]
         # Series that need more forecast steps, with their scaled last prediction and state.
         pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
         by_length: dict[int, list[int]] = {}
@@ -79,26 +90,29 @@ class Forecaster:
             by_length.setdefault(s.values.shape[0], []).append(i)
         for indices in by_length.values():
             y, h_n, c_n = self._run_group(inputs, indices)  # (B, T, O), (L, B, H)
-            preds = self._unscale(y)
+            preds = y * self.model.y_scale + self.model.y_offset  # original units
+            # (B, L, H): one contiguous (L, H) block per series, as clients get it.
+            hs = h_n.transpose(1, 0, 2) if len(indices) == 1 else h_n.transpose(1, 0, 2).copy()
+            cs = None
+            if c_n is not None:
+                cs = c_n.transpose(1, 0, 2) if len(indices) == 1 else c_n.transpose(1, 0, 2).copy()
             for b, i in enumerate(indices):
-                h = np.ascontiguousarray(h_n[:, b, :])
-                c = np.ascontiguousarray(c_n[:, b, :]) if c_n is not None else None
+                h, c = hs[b], cs[b] if cs is not None else None
                 results[i] = SeriesOutput(predictions=preds[b], forecast=preds[b, -1:], h=h, c=c)
                 if inputs[i].horizon > 1:
                     pending.append((i, y[b, -1], h, c))
         if pending:
             self._roll(inputs, pending, results)
-        return [r for r in results if r is not None]
+        return results
 
     def _run_group(
         self, inputs: Sequence[SeriesInput], indices: list[int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        batch = len(indices)
-        if batch == 1:
+        if len(indices) == 1:
             x = inputs[indices[0]].values[None]  # (1, T, F)
         else:
             x = np.stack([inputs[i].values for i in indices])  # (B, T, F)
-        x = self._scale(x, inputs, indices)
+        x = self._scale(x, indices)
         h0 = self._initial(inputs, indices, "h")
         c0 = self._initial(inputs, indices, "c") if self._lstm else None
         return self._run(x, h0, c0)
@@ -112,45 +126,40 @@ class Forecaster:
         outputs = self.model.session.run(self._output_names, feeds)
         return outputs[0], outputs[1], outputs[2] if c0 is not None else None
 
-    def _scale(
-        self, x: np.ndarray, inputs: Sequence[SeriesInput], indices: list[int]
-    ) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = (x - self.model.x_offset) / self.model.x_scale
-        finite = np.isfinite(scaled)
-        if not finite.all():
-            b, t, _ = np.argwhere(~finite)[0]
+    def _scale(self, x: np.ndarray, indices: list[int]) -> np.ndarray:
+        if self._scale_is_safe:
+            scaled: np.ndarray = x * self._x_mul + self._x_add
+            return scaled
+        # float64 cannot overflow here; check the float32 range before narrowing.
+        wide = x * self._x_mul64 + self._x_add64
+        too_large = np.abs(wide) > F32_MAX
+        if too_large.any():
+            b, t, _ = np.argwhere(too_large)[0]
             raise InferenceInputError(
-                f"value is too large for this model: it overflows float32 (max {_F32_MAX:.4g}) "
+                f"value is too large for this model: it overflows float32 (max {F32_MAX:.4g}) "
                 "once scaled",
                 series=indices[int(b)],
                 index=int(t),
             )
-        return np.ascontiguousarray(scaled, dtype=np.float32)
+        return wide.astype(np.float32)
 
     def _initial(self, inputs: Sequence[SeriesInput], indices: list[int], which: str) -> np.ndarray:
-        shape = (self._num_layers, len(indices), self._hidden)  # (L, B, H)
         if len(indices) == 1:
             given = getattr(inputs[indices[0]], which)
-            if given is None:
-                return np.zeros(shape, dtype=np.float32)
-            return np.ascontiguousarray(given[:, None, :], dtype=np.float32)
-        state = np.zeros(shape, dtype=np.float32)
+            if given is not None:
+                return given[:, None, :]  # type: ignore[no-any-return]  # (L, 1, H) view
+        state = np.zeros((self._num_layers, len(indices), self._hidden), np.float32)  # (L, B, H)
         for b, i in enumerate(indices):
             given = getattr(inputs[i], which)
             if given is not None:
                 state[:, b, :] = given
         return state
 
-    def _unscale(self, y: np.ndarray) -> np.ndarray:
-        out: np.ndarray = y * self.model.y_scale + self.model.y_offset
-        return out
-
     def _roll(
         self,
         inputs: Sequence[SeriesInput],
         pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]],
-        results: list[SeriesOutput | None],
+        results: list[SeriesOutput],
     ) -> None:
         """Feed predictions back for horizon - 1 more steps, all pending series in one batch."""
         steps = max(inputs[i].horizon for i, _, _, _ in pending) - 1
@@ -164,11 +173,7 @@ class Forecaster:
             y, h, c = self._run(x, h, c)
             rolled[:, k] = y[:, 0]
             x = y
-        forecasts = self._unscale(rolled)
+        forecasts = rolled * self.model.y_scale + self.model.y_offset
         for b, (i, _, _, _) in enumerate(pending):
             first = results[i]
-            assert first is not None
-            forecast = np.concatenate([first.forecast, forecasts[b, : inputs[i].horizon - 1]])
-            results[i] = SeriesOutput(
-                predictions=first.predictions, forecast=forecast, h=first.h, c=first.c
-            )
+            first.forecast = np.concatenate([first.forecast, forecasts[b, : inputs[i].horizon - 1]])

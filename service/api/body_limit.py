@@ -41,14 +41,39 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     # Raised inside the route's body read, so the error handlers answer it.
-                    raise ApiError(413, "body_too_large", _message(self.limit))
+                    raise ApiError(413, "body_too_large", too_large_message(self.limit))
             return message
 
         await self.app(scope, limited_receive, send)
 
     def _too_large(self) -> ASGIApp:
-        return error_response(413, "body_too_large", _message(self.limit))
+        return error_response(413, "body_too_large", too_large_message(self.limit))
 
 
-def _message(limit: int) -> str:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, or a 413 once it is known to exceed `limit` bytes."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if not value.isdigit():
+                raise ApiError(400, "bad_request", "invalid Content-Length header")
+            if int(value) > limit:
+                raise ApiError(413, "body_too_large", too_large_message(limit))
+            break
+    chunks = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "bad_request", "the client disconnected before the body ended")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", too_large_message(limit))
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def too_large_message(limit: int) -> str:
     return f"request body is larger than the limit max_body_bytes={limit}"

@@ -11,12 +11,14 @@ from service.repository import LoadedModel, ModelRepository
 from service.settings import Settings
 
 
-def get_repository(request: Request) -> ModelRepository:
+# async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a hop
+# that costs more than the whole lookup.
+async def get_repository(request: Request) -> ModelRepository:
     repository: ModelRepository = request.state.repository
     return repository
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 

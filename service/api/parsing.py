@@ -93,7 +93,7 @@ def values_array(
             f" for model {model.name!r}",
             field,
         )
-    array = _float32(values, field)
+    array = _float32(values)
     if not rows:
         array = array.reshape(-1, 1)
     elif array.ndim != 2 or array.shape[1] != n_features:
@@ -146,7 +146,7 @@ def state_arrays(
 
 
 def _state_matrix(matrix: list[list[float]], layers: int, hidden: int, field: str) -> np.ndarray:
-    array = _float32(matrix, field)
+    array = _float32(matrix)
     if array.shape != (layers, hidden):
         shape = list(array.shape) if array.ndim == 2 else "ragged"
         raise ApiError(
@@ -158,24 +158,13 @@ def _state_matrix(matrix: list[list[float]], layers: int, hidden: int, field: st
     return array
 
 
-def _float32(numbers: Any, field: str) -> np.ndarray:
-    """float32 array of already-validated finite numbers; 422 for float32 overflow or raggedness."""
+def _float32(numbers: Any) -> np.ndarray:
+    """float32 array of validated numbers (finite, within float32 range); 1-d empty if ragged."""
     try:
-        with np.errstate(over="ignore"):
-            array = np.asarray(numbers, dtype=np.float32)
+        return np.asarray(numbers, dtype=np.float32)
     except ValueError:
-        # Ragged rows: let the caller say which row; report a 0-d marker shape.
+        # Ragged rows: the caller says which row is at fault.
         return np.empty((0,), dtype=np.float32)
-    finite = np.isfinite(array)
-    if not finite.all():
-        where = "".join(f"[{int(i)}]" for i in np.argwhere(~finite)[0])
-        raise ApiError(
-            422,
-            "invalid_value",
-            f"{field}{where} is out of float32 range (magnitude above 3.4e38)",
-            f"{field}{where}",
-        )
-    return array
 
 
 def _first_row_not_of_length(rows: Any, length: int) -> int:

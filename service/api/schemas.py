@@ -12,7 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Finite and within float32 range, checked in pydantic's Rust core: every number the
+# service accepts converts to float32 without overflow.
+F32_MAX = 3.4028234663852886e38
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-F32_MAX, le=F32_MAX)]
 
 
 def _values_kind(value: Any) -> str:
