@@ -20,6 +20,18 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 
 # ---------------------------------------------------------------------------
+# requirements: the dependency lists, from pyproject.toml. The install layers below
+# copy only these files, so their cache holds until a dependency changes (not on
+# every edit of pyproject.toml's tool settings).
+FROM ${PYTHON_IMAGE} AS requirements
+WORKDIR /req
+COPY pyproject.toml deploy/requirements.py ./
+RUN python3 requirements.py > serve.txt \
+ && python3 requirements.py --extra train > train.txt \
+ && python3 requirements.py --gpu > gpu.txt
+
+
+# ---------------------------------------------------------------------------
 # builder: a virtual environment with seqcast and its serving dependencies.
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -28,12 +40,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-COPY deploy/requirements.py deploy/
-RUN python3 deploy/requirements.py > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
-COPY README.md ./
+# Dependencies first, in their own layer: rebuilt only when they change.
+COPY --from=requirements /req/serve.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt
+COPY pyproject.toml README.md ./
 COPY service service
 COPY training training
 # pip and setuptools are not needed to serve: the runtime stage gets a venv without them.
@@ -59,14 +69,12 @@ RUN groupadd --gid 10001 seqcast \
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml ./
-COPY deploy/requirements.py deploy/
-RUN python3 deploy/requirements.py --extra train > /tmp/requirements.txt \
- && pip install \
+COPY --from=requirements /req/train.txt /tmp/requirements.txt
+RUN pip install \
       ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
       ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} \
       -r /tmp/requirements.txt
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY service service
 COPY training training
 RUN pip install --no-deps . && rm -rf /src
@@ -96,11 +104,9 @@ RUN apt-get update \
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml ./
-COPY deploy/requirements.py deploy/
-RUN python3 deploy/requirements.py --gpu > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
-COPY README.md ./
+COPY --from=requirements /req/gpu.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt
+COPY pyproject.toml README.md ./
 COPY service service
 COPY training training
 RUN pip install --no-deps . && rm -rf /src

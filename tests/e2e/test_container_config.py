@@ -115,6 +115,9 @@ def test_nginx_fronts_the_healthy_api(compose: dict[str, Any]) -> None:
     assert nginx["image"] == "nginx:1.27"
     assert nginx["depends_on"] == {"api": {"condition": "service_healthy"}}
     assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in nginx["volumes"]
+    # Started through the script that reloads nginx when the replicas' addresses change.
+    assert nginx["entrypoint"] == ["/bin/sh", "/etc/nginx/seqcast-start.sh"]
+    assert "./deploy/nginx-start.sh:/etc/nginx/seqcast-start.sh:ro" in nginx["volumes"]
     conf = (DEPLOY / "nginx.conf").read_text()
     # The upstream is the compose service name and the port the API listens on.
     assert re.search(r"upstream seqcast_api \{\s*server api:8000\b", conf)
