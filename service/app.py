@@ -21,6 +21,7 @@ from service.api.fast_path import match_predict, serve_predict
 from service.api.routes import api_router
 from service.api.routes.docs import STATIC_PREFIX
 from service.api.schemas import PredictRequest
+from service.api.session_fast_path import match_observe, serve_observe
 from service.api.session_schemas import CreateSessionRequest, ObserveRequest
 from service.providers import resolve_providers
 from service.repository import load_repository
@@ -60,7 +61,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
 
 
 class SeqcastApp(FastAPI):
-    """FastAPI, with predict requests answered before its middleware (see api/fast_path.py)."""
+    """FastAPI, with predict and observe answered before its middleware (api/*fast_path.py)."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -72,6 +73,10 @@ class SeqcastApp(FastAPI):
             match = match_predict(scope)
             if match is not None:
                 await serve_predict(scope, receive, send, match, self._max_body_bytes)
+                return
+            match = match_observe(scope)
+            if match is not None:
+                await serve_observe(scope, receive, send, match, self._max_body_bytes)
                 return
         await super().__call__(scope, receive, send)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from weakref import WeakKeyDictionary
 
 import anyio.to_thread
 import numpy as np
@@ -42,8 +43,13 @@ def make_store(settings: Settings) -> SessionStore:
 def make_runner(inline_max_steps: int) -> Runner:
     """Run the inference core inline when the work is small, else on a worker thread."""
 
+    # One Forecaster per loaded model version: it precomputes the scaling vectors.
+    forecasters: WeakKeyDictionary[LoadedModel, Forecaster] = WeakKeyDictionary()
+
     async def run(model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
-        forecaster = Forecaster(model)
+        forecaster = forecasters.get(model)
+        if forecaster is None:
+            forecaster = forecasters[model] = Forecaster(model)
         if work_steps(inputs) <= inline_max_steps:
             return forecaster.predict(inputs)
         return await anyio.to_thread.run_sync(forecaster.predict, inputs)

@@ -292,3 +292,33 @@ def test_memory_store_refuses_sessions_beyond_its_bound(make_client: MakeClient)
         # Closing one makes room.
         assert c.delete(f"/v1/sessions/{first}").status_code == 204
         create(c, "tiny-rnn")
+
+
+def test_fast_path_and_fastapi_route_answer_observe_alike(make_client: MakeClient) -> None:
+    """Observe is served ahead of FastAPI's routing; both ways give the same answers."""
+    transcripts = []
+    for fast in (True, False):
+        with make_client(fast_path=fast, max_body_bytes=1024) as c:
+            session = create(c, "tiny-lstm")["session"]
+            url = f"/v1/sessions/{session}/observe"
+            steps = [
+                {"values": [0.5, 1.5], "offset": 0, "horizon": 2},
+                {"values": [0.5, 1.5], "offset": 0, "horizon": 2},  # replayed
+                {"values": [1.0], "offset": 7},  # 409
+                {"values": [1.0, "x"], "offset": 2},  # 422
+                {"values": [1.0] * 300, "offset": 2},  # 413
+            ]
+            transcript = []
+            for step in steps:
+                r = c.post(url, json=step)
+                body = r.json()
+                body.get("error", body).pop("session", None)
+                if "error" in body:
+                    body["error"]["message"] = body["error"]["message"].replace(session, "ID")
+                transcript.append((r.status_code, r.headers.get("seqcast-replayed"), body))
+            missing = c.post("/v1/sessions/nope/observe", json=steps[0])
+            transcript.append((missing.status_code, None, missing.json()))
+            transcripts.append(transcript)
+    assert transcripts[0] == transcripts[1]
+    assert [t[0] for t in transcripts[0]] == [200, 200, 409, 422, 413, 404]
+    assert [t[1] for t in transcripts[0]][:2] == [None, "true"]

@@ -29,6 +29,7 @@ from service.sessions.manager import (
     SessionError,
     SessionManager,
     SessionNotFound,
+    StepResult,
     VersionGone,
 )
 from service.sessions.record import SessionRecord, unpack_state
@@ -189,16 +190,23 @@ async def create_session_version(name: str, version: int, request: Request) -> O
 )
 async def observe(session_id: SessionId, request: Request) -> Response:
     """Feed the next values at their offset; a retry of the last step gets the same answer."""
-    sessions = sessions_of(request)
-    settings: Settings = request.state.settings
-    body = parse_body(ObserveRequest, await request.body())
-    prepare = step_preparer(body.values, body.horizon, settings)
-    try:
-        result = await sessions.observe(session_id, body.offset, prepare, body.horizon)
-    except (SessionError, StoreUnavailable, InferenceInputError) as exc:
-        raise api_error(exc) from None
+    result = await answer_observe(
+        sessions_of(request), request.state.settings, session_id, await request.body()
+    )
     headers = {"Seqcast-Replayed": "true"} if result.replayed else None
     return Response(result.body, media_type="application/json", headers=headers)
+
+
+async def answer_observe(
+    sessions: SessionManager, settings: Settings, session_id: str, raw: bytes
+) -> StepResult:
+    """One observe from raw body bytes to its answer, or an ApiError (route and fast path)."""
+    body = parse_body(ObserveRequest, raw)
+    prepare = step_preparer(body.values, body.horizon, settings)
+    try:
+        return await sessions.observe(session_id, body.offset, prepare, body.horizon)
+    except (SessionError, StoreUnavailable, InferenceInputError) as exc:
+        raise api_error(exc) from None
 
 
 @router.get("/sessions/{session_id}", response_model=SessionInfo, responses=_errors(404, 410, 503))
