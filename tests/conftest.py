@@ -56,3 +56,12 @@ def client(make_client: Callable[..., AbstractContextManager[TestClient]]) -> It
     """One started service over the tiny models, shared by a test module."""
     with make_client() as c:
         yield c
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-route"])
+def api(
+    request: pytest.FixtureRequest, make_client: Callable[..., AbstractContextManager[TestClient]]
+) -> Iterator[TestClient]:
+    """The service answering predict both ways in (fast_path on and off): they must agree."""
+    with make_client(fast_path=request.param) as c:
+        yield c

@@ -34,8 +34,9 @@ _PYDANTIC_CODES = {
     "missing": "missing_field",
     "extra_forbidden": "unknown_field",
 }
-# Union branch tags that pydantic puts into error locations; clients never see them.
-_HIDDEN_LOC_PARTS = frozenset({"numbers", "rows", "body"})
+# Union branch tags and request parts (body, path, query) that pydantic and FastAPI put
+# into error locations; a client names fields without them.
+_HIDDEN_LOC_PARTS = frozenset({"numbers", "rows", "body", "path", "query"})
 
 
 class ApiError(Exception):
