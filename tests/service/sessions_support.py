@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.redis_fixture import RedisServer
+from service.app import create_app
+from service.settings import Settings
+from tests.redis_fixture import RedisServer, free_port
 from tests.service.oracle import Oracle
 
 STORES = ["memory", "redis"]
@@ -129,3 +133,30 @@ def push_concurrently(
             if body is not None:
                 answers.setdefault(i, []).append(body)
     return answers
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[str]:
+    """A real uvicorn server for the app in a background thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "server thread ended"
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
-from service.app import create_app
 from service.client import Client, OffsetConflictError, SeqcastError
 from service.settings import Settings
-from tests.redis_fixture import free_port
-from tests.service.sessions_support import oracle, series
+from tests.service.sessions_support import live_server, oracle, series
 
 
 @pytest.fixture(scope="module")
 def base_url(model_dir: Path) -> Iterator[str]:
     """A seqcast server in a background thread of this process."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(Settings(model_dir=model_dir)),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        ws="websockets-sansio",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "server thread ended"
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with live_server(Settings(model_dir=model_dir)) as address:
+        yield f"http://{address}"
 
 
 class FlakyTransport(httpx.BaseTransport):
