@@ -40,6 +40,7 @@ _HELP = {
     "epochs": "maximum epochs (early stopping may end sooner)",
     "patience": "epochs without a better validation loss before stopping",
     "grad_clip": "maximum gradient norm",
+    "ema": "decay of the moving average of the weights that is validated and kept (0: off)",
     "scaler": "per-column scaling fitted on the training part: " + " | ".join(SCALER_KINDS),
     "val_fraction": "validation share of the rows before the test part",
     "test_fraction": "test share of the series, taken from its end",
@@ -199,7 +200,7 @@ def _plan(
 ) -> tuple[Any, list[TrainConfig]]:
     """Validate everything the run needs; raises UsageError or DataError before any write."""
     from training.data import check_length
-    from training.repository import check_name
+    from training.names import check_name
 
     configs = [_config(args, cell) for cell in cells]
     for name in names:

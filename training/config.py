@@ -22,10 +22,11 @@ class TrainConfig:
     window: int = 200  # training subsequence length: long, so the state learns to average noise
     burn_in: int = 20  # first steps of each subsequence are not scored: the state is still cold
     batch_size: int = 32  # subsequences per optimisation step
-    lr: float = 0.01  # Adam learning rate at the start of the cosine schedule
+    lr: float = 0.005  # Adam learning rate at the start of the cosine schedule
     lr_min: float = 0.0005  # learning rate the cosine schedule ends at
     epochs: int = 60  # upper bound; early stopping usually ends sooner
-    patience: int = 15  # epochs without a better validation loss before stopping
+    patience: int = 10  # epochs without a better validation loss before stopping
+    ema: float = 0.9  # moving average of the weights per step: validated and kept (0: off)
     grad_clip: float = 1.0  # max gradient norm (recurrent nets explode without it)
     scaler: ScalerKind = "standard"  # per-column scaling, fitted on the training part only
     val_fraction: float = 0.2  # validation: this share of what precedes the test part
@@ -45,6 +46,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.burn_in < self.window:
             raise ValueError(f"burn_in must be in [0, window), got {self.burn_in}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("val_fraction", "test_fraction"):

@@ -137,6 +137,10 @@ def load_csv(
         )
     index = {c: header.index(c) for c in wanted}
     body = rows[1:]
+    while body and not body[-1]:  # trailing blank lines end the file, they are not rows
+        body.pop()
+    if len(header) == 1:  # a blank line in a one-column file is an empty cell
+        body = [row or [""] for row in body]
     values = np.empty((len(body), len(wanted)), dtype=np.float64)
     gaps: dict[str, list[int]] = {}
     for r, row in enumerate(body):

@@ -81,6 +81,9 @@ def fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         optim, T_max=config.epochs, eta_min=config.lr_min
     )
+    # The average (when on) is what gets validated, kept and shipped: it smooths the noise
+    # that each small batch of a noisy series puts into the raw weights.
+    averaged = [p.detach().clone() for p in model.parameters()] if config.ema > 0 else None
     result = FitResult()
     best_val, best_weights, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     t0 = time.perf_counter()
@@ -98,9 +101,15 @@ def fit(
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optim.step()
+            if averaged is not None:
+                with torch.no_grad():
+                    for avg, p in zip(averaged, model.parameters(), strict=True):
+                        avg.lerp_(p, 1.0 - config.ema)
             total += loss.item() * idx.shape[0]
             count += idx.shape[0]
         sched.step()
+        if averaged is not None:
+            raw = _swap(model, averaged)
         val = streaming_loss(model, x, y, split.train_end, split.val_end)
         result.train_loss.append(total / count)
         result.val_loss.append(val)
@@ -111,8 +120,10 @@ def fit(
             result.best_epoch = epoch
         else:
             stale += 1
-            if stale >= config.patience:
-                break
+        if averaged is not None:
+            averaged = _swap(model, raw)
+        if stale >= config.patience:
+            break
     bar.close()
     model.load_state_dict(best_weights)
     result.seconds = time.perf_counter() - t0
@@ -125,3 +136,12 @@ def fit(
         result.seconds,
     )
     return result
+
+
+def _swap(model: nn.Module, values: list[Tensor]) -> list[Tensor]:
+    """Load `values` into the model's parameters; returns the values they held."""
+    held = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, v in zip(model.parameters(), values, strict=True):
+            p.copy_(v)
+    return held

@@ -93,11 +93,12 @@ def export_onnx(model: Forecaster) -> bytes:
         dynamic[name] = {1: "batch"}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         path = Path(tmp) / "model.onnx"
-        # The TorchScript exporter is deprecated in torch 2.13 and says so on every call, and it
-        # warns that RNN exports with a batch size other than 1 may be wrong; the parity
-        # check below is what decides whether the graph is right.
+        # The TorchScript exporter is deprecated in torch 2.13 and says so on every call; it
+        # warns that RNN exports with a batch size other than 1 may be wrong, and the tracer
+        # warns about nn.RNN's Python-side shape checks. The parity check decides instead.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         torch.onnx.export(
             graph,
             example,

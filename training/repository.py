@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from training.evaluate import Evaluation
+from training.names import check_name
 from training.onnx_export import OPSET, TOLERANCE, io_shapes
 from training.pipeline import Trained
 
@@ -30,13 +30,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ATTEMPTS = 100
-
-
-def check_name(name: str) -> None:
-    if not NAME_RE.match(name):
-        raise ValueError(f"model name {name!r} must match {NAME_RE.pattern}")
 
 
 def existing_versions(repo: Path, name: str) -> list[int]:

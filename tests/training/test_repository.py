@@ -1,0 +1,124 @@
+"""Repository writes: manifest fields, sha256, version auto-increment, never an overwrite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+
+from training.onnx_export import check_parity, export_onnx
+from training.pipeline import Trained
+from training.repository import build_manifest, existing_versions, write_version
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_trained: Trained) -> tuple[bytes, float]:
+    blob = export_onnx(tiny_trained.model)
+    return blob, check_parity(tiny_trained.model, blob, tiny_trained.config.window)
+
+
+def _write(repo: Path, trained: Trained, exported: tuple[bytes, float], name: str = "m") -> Path:
+    blob, err = exported
+    return write_version(repo, name, blob, lambda v: build_manifest(trained, name, v, blob, err))
+
+
+def test_manifest_describes_the_model(
+    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float]
+) -> None:
+    path = _write(tmp_path, tiny_trained, exported, "sine-lstm")
+    assert path == tmp_path / "sine-lstm" / "1"
+    m: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    assert m["format_version"] == 1
+    assert (m["name"], m["version"]) == ("sine-lstm", 1)
+    assert m["architecture"] == {
+        "cell": "lstm",
+        "input_size": 1,
+        "hidden_size": 4,
+        "num_layers": 1,
+        "output_size": 1,
+        "dropout": 0.0,
+    }
+    assert m["features"] == m["targets"] == ["value"]
+    assert m["scalers"]["value"]["kind"] == "standard"
+    assert m["scalers"]["value"]["std"] > 0
+    assert m["window"] == 10
+    onnx_block = m["onnx"]
+    assert onnx_block["sha256"] == hashlib.sha256((path / "model.onnx").read_bytes()).hexdigest()
+    assert onnx_block["opset"] == 17
+    assert [i["name"] for i in onnx_block["inputs"]] == ["x", "h0", "c0"]
+    assert [o["name"] for o in onnx_block["outputs"]] == ["y", "h_n", "c_n"]
+    assert onnx_block["inputs"][1]["shape"] == [1, "batch", 4]
+    assert 0 <= onnx_block["parity"]["max_abs_error"] <= onnx_block["parity"]["tolerance"] == 1e-5
+    graph = onnx.load(str(path / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["x", "h0", "c0"]
+    t = m["training"]
+    assert t["dataset"] == {
+        "name": "synthetic-sine",
+        "sha256": tiny_trained.series.sha256,
+        "rows": 1000,
+        "noise_seed": 42,
+    }
+    assert t["split"] == {"train": 640, "validation": 160, "test": 200}
+    assert t["config"] == tiny_trained.config.to_dict()
+    assert t["seed"] == 42
+    assert 1 <= t["best_epoch"] <= t["epochs"] == tiny_trained.history.epochs_run
+    assert set(t["versions"]) >= {"python", "torch", "onnx", "onnxruntime", "numpy"}
+    assert t["created_at"].endswith("Z")
+    test = m["metrics"]["test"]
+    assert set(test) == {"streaming", "windowed", "persistence", "noiseless"}
+    for block in test.values():
+        assert set(block) == {"rmse", "mae", "smape"}
+    ratios = m["metrics"]["ratios"]
+    assert ratios["streaming_vs_noiseless"] == pytest.approx(
+        test["streaming"]["rmse"] / test["noiseless"]["rmse"]
+    )
+
+
+def test_versions_increment_and_never_overwrite(
+    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float]
+) -> None:
+    first = _write(tmp_path, tiny_trained, exported)
+    marker = first / "manifest.json"
+    before = marker.read_bytes()
+    (tmp_path / "m" / "7").mkdir()  # a gap: the next version is after the highest
+    (tmp_path / "m" / "7" / "keep").write_text("untouched")
+    second = _write(tmp_path, tiny_trained, exported)
+    assert second.name == "8"
+    assert marker.read_bytes() == before
+    assert (tmp_path / "m" / "7" / "keep").read_text() == "untouched"
+    assert existing_versions(tmp_path, "m") == [1, 7, 8]
+    assert json.loads((second / "manifest.json").read_text())["version"] == 8
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "7", "8"]  # no temp dirs
+
+
+def test_a_version_taken_meanwhile_is_skipped(
+    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float]
+) -> None:
+    """Another writer claims version 1 between numbering and renaming: we take 2."""
+    blob, err = exported
+    seen: list[int] = []
+
+    def manifest_for(v: int) -> dict[str, Any]:
+        seen.append(v)
+        if v == 1:
+            (tmp_path / "m" / "1").mkdir()
+            (tmp_path / "m" / "1" / "manifest.json").write_text("{}")
+        return build_manifest(tiny_trained, "m", v, blob, err)
+
+    path = write_version(tmp_path, "m", blob, manifest_for)
+    assert seen == [1, 2]
+    assert path.name == "2"
+    assert (tmp_path / "m" / "1" / "manifest.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("name", ["", "Upper", "-lead", "a/b", "x" * 65])
+def test_bad_names_are_refused_before_writing(
+    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float], name: str
+) -> None:
+    with pytest.raises(ValueError, match="must match"):
+        _write(tmp_path, tiny_trained, exported, name)
+    assert list(tmp_path.iterdir()) == []
