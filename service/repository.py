@@ -130,6 +130,13 @@ def load_version(path: Path, providers: list[str], options: ort.SessionOptions) 
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
         raise ModelLoadError(f"onnxruntime cannot load {manifest.onnx.file}: {exc}") from exc
     _check_graph(session, manifest)
+    if session.get_providers()[0] != providers[0]:
+        log.warning(
+            "model %s runs on %s, not on the requested %s",
+            path,
+            session.get_providers(),
+            providers[0],
+        )
     model = LoadedModel(
         manifest=manifest,
         session=session,
