@@ -38,8 +38,6 @@ return 1
 """
 
 _T = TypeVar("_T")
-# Longest wait for a free pooled connection; only a saturated pool waits at all.
-_POOL_WAIT_S = 10.0
 
 
 def _fields(record: SessionRecord) -> dict[str, bytes | str]:
@@ -96,7 +94,9 @@ class RedisStore:
         # A blocking pool: under more concurrent steps than connections, a step waits
         # for a free connection (redis-py's default pool fails at once with "Too many
         # connections"). Redis serves commands one at a time, so a few dozen
-        # connections keep it busy.
+        # connections keep it busy. The wait has no limit of its own: it is queueing
+        # like any other under load, and every command holding a connection is bounded
+        # by the socket timeouts, so the queue always moves.
         # Short timeouts and one quick retry: when Redis is down the caller should get
         # a 503 promptly rather than wait out redis-py's default ten retries. The pool
         # drops a broken connection and dials a new one on the next command, which is
@@ -104,7 +104,7 @@ class RedisStore:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=_POOL_WAIT_S,
+            timeout=None,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
