@@ -1,0 +1,65 @@
+"""`seqcast serve`: settings checked up front, then a real uvicorn serving the repository."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.server import uvicorn_options
+
+
+def test_invalid_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "99999"]) == 2
+    assert "port" in capsys.readouterr().err
+
+
+def test_uvicorn_uses_uvloop_and_httptools_when_installed() -> None:
+    assert uvicorn_options() == {"loop": "uvloop", "http": "httptools"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_seqcast_serve_answers_predict(model_dir: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    cmd += ["--model-dir", str(model_dir), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not become ready"
+                time.sleep(0.2)
+        body = json.dumps({"series": [{"values": [0.1, 0.2, 0.3], "horizon": 2}]}).encode()
+        request = urllib.request.Request(
+            f"{base}/v1/models/tiny-lstm/predict", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            answer = json.loads(r.read())
+        assert len(answer["series"][0]["forecast"]) == 2
+        assert len(answer["series"][0]["state"]["c"]) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
