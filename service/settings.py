@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
     # Requests whose work (series x (time steps + horizon)) is at most this many steps run
     # inline on the event loop; larger ones go to the thread pool (see docs/api.md).
-    inline_max_steps: Annotated[int, Field(ge=0)] = 2048
+    inline_max_steps: Annotated[int, Field(ge=0)] = 1024
     # Answer predict requests straight from ASGI, ahead of FastAPI's routing (same answers,
     # less overhead per request; see docs/benchmarks.md). Off: the FastAPI routes answer.
     fast_path: bool = True

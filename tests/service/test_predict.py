@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.concurrency import run_in_threadpool
 
+from service.api import predicting
 from tests.service.oracle import Oracle
 
 SINGLE = ["tiny-rnn", "tiny-lstm", "tiny-gru"]
@@ -173,3 +177,23 @@ def test_several_targets_answer_rows_and_roll_out(api: TestClient, model_dir: Pa
 def test_what_is_returned(api: TestClient, flags: dict[str, bool], keys: set[str]) -> None:
     body = predict(api, "tiny-rnn", {"series": [{"values": [1.0, 2.0]}], **flags})
     assert set(body["series"][0]) == keys
+
+
+def test_thread_pool_and_inline_give_the_same_answer(
+    make_client: Callable[..., AbstractContextManager[TestClient]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pooled: list[int] = []
+
+    async def counting(func: Callable[..., Any], *args: Any) -> Any:
+        pooled.append(1)
+        return await run_in_threadpool(func, *args)
+
+    monkeypatch.setattr(predicting, "run_in_threadpool", counting)
+    body = {"series": [{"values": [0.1 * i for i in range(30)], "horizon": 4}] * 3}
+    answers = []
+    for inline_max_steps in (0, 99):  # 99 steps in this request: pooled, then inline
+        with make_client(inline_max_steps=inline_max_steps) as c:
+            answers.append(predict(c, "tiny-lstm", body))
+        assert len(pooled) == 1
+    assert answers[0] == answers[1]
