@@ -15,8 +15,10 @@
 # the CPU build never needs the CUDA base image.
 
 ARG PYTHON_IMAGE=python:3.11-slim
-# cuDNN 9 + CUDA 12: what onnxruntime-gpu 1.19 and later are built against.
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# Must carry the CUDA and cuDNN major versions that the installed onnxruntime-gpu
+# was built against: PyPI's current releases want CUDA 13 and cuDNN 9 (they say so
+# in the log when the libraries are missing). CUDA 13 needs a host driver >= 580.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 
 # ---------------------------------------------------------------------------
