@@ -5,6 +5,11 @@ and dependency layers costing more than the model itself for a typical request
 (20 values with a state). `SeqcastApp` (service.app) hands the two predict paths to
 `serve_predict`, which calls the same `answer_predict` as the FastAPI routes and
 answers every error in the same JSON shape; everything else goes to FastAPI.
+
+Middleware added to the app does not see these requests: set `fast_path` off
+(SEQCAST_FAST_PATH=false) when adding middleware that must, such as auth. Paths
+it does not recognise (a version that is not a positive integer, a path under a
+`root_path` prefix) go to the FastAPI routes, which answer the same way.
 """
 
 from __future__ import annotations
