@@ -9,6 +9,7 @@ sends it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -91,20 +92,19 @@ class RedisStore:
             raise ValueError("ttl_s must be > 0")
         self.ttl_s = ttl_s
         self.url = url
-        # A blocking pool: under more concurrent steps than connections, a step waits
-        # for a free connection (redis-py's default pool fails at once with "Too many
-        # connections"). Redis serves commands one at a time, so a few dozen
-        # connections keep it busy. The wait has no limit of its own: it is queueing
-        # like any other under load, and every command holding a connection is bounded
-        # by the socket timeouts, so the queue always moves.
+        # At most max_connections commands are in flight; more concurrent steps queue
+        # on a semaphore, first come first served. (redis-py's default pool fails at
+        # once with "Too many connections", and its blocking pool lets newcomers
+        # overtake waiters, which gave multi-second tails under load.) Redis serves
+        # commands one at a time, so a few dozen connections keep it busy.
         # Short timeouts and one quick retry: when Redis is down the caller should get
         # a 503 promptly rather than wait out redis-py's default ten retries. The pool
         # drops a broken connection and dials a new one on the next command, which is
         # how the store recovers by itself.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        self._slots = asyncio.Semaphore(max_connections)
+        pool = aioredis.ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=None,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
@@ -119,7 +119,8 @@ class RedisStore:
 
     async def _call(self, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
         try:
-            return await op()
+            async with self._slots:
+                return await op()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("session store: redis %s failed at %s: %s", what, self.url, exc)
             raise StoreUnavailable(f"the Redis session store is unreachable ({exc})") from exc
@@ -164,7 +165,8 @@ class RedisStore:
     async def ping(self) -> bool:
         """True when Redis answers; never raises."""
         try:
-            return bool(await self._redis.ping())
+            async with self._slots:
+                return bool(await self._redis.ping())
         except (RedisConnectionError, RedisTimeoutError, OSError):
             return False
 
