@@ -219,14 +219,17 @@ def _plan(
 def _train_and_write(
     series: Any, cfg: TrainConfig, name: str, out: Path, progress: bool, command: str
 ) -> tuple[Any, Path]:
-    from training.onnx_export import check_parity, export_onnx
-    from training.pipeline import train
+    from training.onnx_export import check_parity, export_onnx, parity_record
+    from training.pipeline import train, training_inputs
     from training.report import Entry, write_report
     from training.repository import build_manifest, write_version
 
     trained = train(series, cfg, progress=progress)
     onnx_bytes = export_onnx(trained.model)
-    parity = check_parity(trained.model, onnx_bytes, cfg.window)
+    pool = training_inputs(trained)
+    parity = parity_record(
+        check_parity(trained.model, onnx_bytes, cfg.window, pool=pool), cfg.window, True
+    )
 
     def add_report(version_dir: Path) -> None:
         write_report([Entry(name, trained)], version_dir / "report", command)

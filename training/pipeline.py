@@ -57,3 +57,9 @@ def train(series: Series, config: TrainConfig, progress: bool = False) -> Traine
     model = model.cpu().eval()
     evaluation = evaluate(torch_runner(model), series, split, scalers, config.window)
     return Trained(model, config, series, split, scalers, history, evaluation)
+
+
+def training_inputs(trained: Trained) -> np.ndarray:
+    """The scaled inputs of the training rows (N, F): what the model was fitted on."""
+    rows = trained.series.features[: trained.split.train_end]
+    return apply(trained.scalers, trained.series.feature_names, rows)

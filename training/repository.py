@@ -22,7 +22,7 @@ from typing import Any
 
 from training.evaluate import Evaluation
 from training.names import check_name
-from training.onnx_export import OPSET, TOLERANCE, io_shapes
+from training.onnx_export import OPSET, io_shapes
 from training.pipeline import Trained
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def metrics_block(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def build_manifest(
-    trained: Trained, name: str, version_: int, onnx_bytes: bytes, parity_error: float
+    trained: Trained, name: str, version_: int, onnx_bytes: bytes, parity: dict[str, Any]
 ) -> dict[str, Any]:
     """Everything the service needs, and everything needed to reproduce the model."""
     s, cfg, h = trained.series, trained.config, trained.history
@@ -76,7 +76,7 @@ def build_manifest(
             "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "opset": OPSET,
             **io_shapes(trained.model),
-            "parity": {"max_abs_error": parity_error, "tolerance": TOLERANCE},
+            "parity": parity,
         },
         "training": {
             "dataset": dataset,

@@ -67,7 +67,8 @@ def test_early_stopping_restores_the_best_weights(sine: Series) -> None:
 
 
 def test_streaming_beats_persistence_after_a_short_fit(sine: Series) -> None:
-    trained = train(sine, tiny_config("gru", hidden_size=8, window=40, burn_in=10, epochs=4))
+    cfg = tiny_config("gru", hidden_size=8, window=40, burn_in=10, epochs=4, lr=0.02)
+    trained = train(sine, cfg)
     ratios = trained.evaluation.ratios()
     assert ratios["streaming_vs_persistence"] < 0.9
     assert trained.evaluation.metrics["streaming"]["rmse"] > 0.4  # noise sigma 0.5 is the floor

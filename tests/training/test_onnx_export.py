@@ -9,7 +9,14 @@ import torch
 from onnx import numpy_helper
 
 from training.models import Forecaster
-from training.onnx_export import ParityError, check_parity, export_onnx, parity_times
+from training.onnx_export import (
+    JITTER,
+    ParityError,
+    bootstrap,
+    check_parity,
+    export_onnx,
+    parity_times,
+)
 
 WINDOW = 5  # parity runs up to 10 x window + 3 steps
 
@@ -61,11 +68,27 @@ def _perturbed(blob: bytes) -> bytes:
     return proto.SerializeToString()
 
 
+POOL = np.sin(np.arange(0.0, 30.0, 0.1))[:, None].repeat(2, axis=1)  # (300, 2)
+
+
+def test_bootstrap_reads_the_pool_without_jumps() -> None:
+    x = bootstrap(POOL, batch=4, time=1000, rng=np.random.default_rng(0))
+    assert x.shape == (4, 1000, 2)
+    steps = np.abs(np.diff(x, axis=1))
+    # Consecutive sine rows differ by at most 0.1; the jitter adds a few of its sigmas.
+    assert steps.max() < 0.1 + 10 * JITTER
+    assert not np.allclose(x[0], x[1])  # random start rows
+    assert np.abs(x).max() < 1 + 6 * JITTER
+
+
+@pytest.mark.parametrize("pool", [None, POOL], ids=["white-noise", "bootstrap"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_perturbed_weight_is_caught(cell: str) -> None:
+def test_perturbed_weight_is_caught(cell: str, pool: np.ndarray | None) -> None:
     model = _model(cell, 1)
+    blob = export_onnx(model)
+    assert check_parity(model, blob, WINDOW, pool=pool) <= 1e-5
     with pytest.raises(ParityError, match="max abs error"):
-        check_parity(model, _perturbed(export_onnx(model)), WINDOW)
+        check_parity(model, _perturbed(blob), WINDOW, pool=pool)
 
 
 def test_export_of_another_model_is_caught() -> None:

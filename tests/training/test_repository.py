@@ -10,24 +10,29 @@ from typing import Any
 import onnx
 import pytest
 
-from training.onnx_export import check_parity, export_onnx
-from training.pipeline import Trained
+from training.onnx_export import check_parity, export_onnx, parity_record
+from training.pipeline import Trained, training_inputs
 from training.repository import build_manifest, existing_versions, write_version
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_trained: Trained) -> tuple[bytes, float]:
+def exported(tiny_trained: Trained) -> tuple[bytes, dict[str, Any]]:
     blob = export_onnx(tiny_trained.model)
-    return blob, check_parity(tiny_trained.model, blob, tiny_trained.config.window)
+    window = tiny_trained.config.window
+    err = check_parity(tiny_trained.model, blob, window, pool=training_inputs(tiny_trained))
+    return blob, parity_record(err, window, bootstrapped=True)
 
 
-def _write(repo: Path, trained: Trained, exported: tuple[bytes, float], name: str = "m") -> Path:
+Exported = tuple[bytes, dict[str, Any]]
+
+
+def _write(repo: Path, trained: Trained, exported: Exported, name: str = "m") -> Path:
     blob, err = exported
     return write_version(repo, name, blob, lambda v: build_manifest(trained, name, v, blob, err))
 
 
 def test_manifest_describes_the_model(
-    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float]
+    tmp_path: Path, tiny_trained: Trained, exported: Exported
 ) -> None:
     path = _write(tmp_path, tiny_trained, exported, "sine-lstm")
     assert path == tmp_path / "sine-lstm" / "1"
@@ -52,7 +57,10 @@ def test_manifest_describes_the_model(
     assert [i["name"] for i in onnx_block["inputs"]] == ["x", "h0", "c0"]
     assert [o["name"] for o in onnx_block["outputs"]] == ["y", "h_n", "c_n"]
     assert onnx_block["inputs"][1]["shape"] == [1, "batch", 4]
-    assert 0 <= onnx_block["parity"]["max_abs_error"] <= onnx_block["parity"]["tolerance"] == 1e-5
+    parity = onnx_block["parity"]
+    assert 0 <= parity["max_abs_error"] <= parity["tolerance"] == 1e-5
+    assert parity["batches"] == [1, 3, 64]
+    assert parity["times"] == [1, 7, 10, 103]
     graph = onnx.load(str(path / "model.onnx")).graph
     assert [i.name for i in graph.input] == ["x", "h0", "c0"]
     t = m["training"]
@@ -79,7 +87,7 @@ def test_manifest_describes_the_model(
 
 
 def test_versions_increment_and_never_overwrite(
-    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float]
+    tmp_path: Path, tiny_trained: Trained, exported: Exported
 ) -> None:
     first = _write(tmp_path, tiny_trained, exported)
     marker = first / "manifest.json"
@@ -96,7 +104,7 @@ def test_versions_increment_and_never_overwrite(
 
 
 def test_a_version_taken_meanwhile_is_skipped(
-    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float]
+    tmp_path: Path, tiny_trained: Trained, exported: Exported
 ) -> None:
     """Another writer claims version 1 between numbering and renaming: we take 2."""
     blob, err = exported
@@ -117,7 +125,7 @@ def test_a_version_taken_meanwhile_is_skipped(
 
 @pytest.mark.parametrize("name", ["", "Upper", "-lead", "a/b", "x" * 65])
 def test_bad_names_are_refused_before_writing(
-    tmp_path: Path, tiny_trained: Trained, exported: tuple[bytes, float], name: str
+    tmp_path: Path, tiny_trained: Trained, exported: Exported, name: str
 ) -> None:
     with pytest.raises(ValueError, match="must match"):
         _write(tmp_path, tiny_trained, exported, name)
