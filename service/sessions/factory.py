@@ -64,9 +64,20 @@ def encode_rows(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows)
 
 
+# Sessions whose latest record a replica keeps, so that a stream that keeps coming
+# to the same replica costs one Redis round trip per step instead of two.
+RECENT_RECORDS = 10_000
+
+
 def make_session_manager(settings: Settings, repository: ModelRepository) -> SessionManager:
+    store = make_store(settings)
     return SessionManager(
-        make_store(settings), repository, make_runner(settings.inline_max_steps), encode_rows
+        store,
+        repository,
+        make_runner(settings.inline_max_steps),
+        encode_rows,
+        # Reading the memory store costs nothing; only a remote store gains from this.
+        recent_records=RECENT_RECORDS if store.kind == "redis" else 0,
     )
 
 

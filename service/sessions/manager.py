@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -85,12 +86,23 @@ class SessionManager:
         run: Runner,
         encode: Encoder,
         clock: Callable[[], float] = time.time,
+        recent_records: int = 0,
     ) -> None:
+        """``recent_records``: how many sessions' latest records to keep in this process
+        (0: none) so that a step on a session this process stepped last skips the read.
+        """
         self.store = store
         self.repository = repository
         self._run = run
         self._encode = encode
         self._clock = clock
+        # The record each session had after its last step through this process, used
+        # only when a step continues it exactly. When another replica stepped the
+        # session meanwhile, the step's offset is past it and the store is read; only
+        # a concurrent step from the same offset finds it stale, and then costs one
+        # wasted model run before its compare-and-advance fails and a fresh read decides.
+        self._recent: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._recent_max = recent_records
         # One lock per session id while any step on it is in flight, so steps of one
         # session in this process queue instead of racing (and wasting a model run)
         # to a compare-and-advance that only one of them can win.
@@ -129,6 +141,7 @@ class SessionManager:
             updated_at=now,
         )
         await self.store.create(record)
+        self._remember(record)
         log.info(
             "session %s created on %s v%d at offset %d (%s store)",
             record.id,
@@ -146,6 +159,7 @@ class SessionManager:
         return record
 
     async def delete(self, session_id: str) -> None:
+        self._recent.pop(session_id, None)
         if not await self.store.delete(session_id):
             raise SessionNotFound(session_id)
         log.info("session %s deleted", session_id)
@@ -167,10 +181,14 @@ class SessionManager:
         async with lock:
             values: np.ndarray | None = None
             digest = ""
-            # Two rounds always suffice: a lost compare-and-advance means the offset
-            # moved, and the second read then answers a replay or a conflict.
-            for _ in range(3):
-                record = await self.get(session_id)
+            # Three rounds always suffice: a lost compare-and-advance means the offset
+            # moved; after a stale remembered record, a fresh read either applies the
+            # step or decides it (replay or conflict), and after a race lost on a fresh
+            # read, the next read decides it.
+            for round_ in range(3):
+                record = self._remembered(session_id, offset) if round_ == 0 else None
+                if record is None:
+                    record = await self.get(session_id)
                 model = self.model_of(record)
                 if values is None:
                     values = prepare(model)
@@ -181,10 +199,14 @@ class SessionManager:
                     return StepResult(body=last.response, offset=record.offset, replayed=True)
                 if offset != record.offset:
                     raise OffsetConflict(session_id, offset, record.offset)
-                outcome, body = await self._apply(model, record, values, horizon, digest)
+                outcome, advanced = await self._apply(model, record, values, horizon, digest)
                 if outcome is Advance.APPLIED:
-                    end = record.offset + int(values.shape[0])
-                    return StepResult(body=body, offset=end, replayed=False)
+                    self._remember(advanced)
+                    assert advanced.last_step is not None
+                    return StepResult(
+                        body=advanced.last_step.response, offset=advanced.offset, replayed=False
+                    )
+                self._recent.pop(session_id, None)
                 if outcome is Advance.GONE:
                     raise SessionNotFound(session_id)
                 log.info("session %s: offset moved during the step; deciding again", session_id)
@@ -198,7 +220,7 @@ class SessionManager:
         values: np.ndarray,
         horizon: int,
         digest: str,
-    ) -> tuple[Advance, bytes]:
+    ) -> tuple[Advance, SessionRecord]:
         shape = model.state_shape
         h = unpack_state(record.h, shape)
         c = unpack_state(record.c, shape) if record.c is not None else None
@@ -224,4 +246,17 @@ class SessionManager:
             updated_at=self._clock(),
             last_step=AppliedStep(offset=record.offset, digest=digest, response=body),
         )
-        return await self.store.compare_and_advance(record.offset, advanced), body
+        return await self.store.compare_and_advance(record.offset, advanced), advanced
+
+    def _remembered(self, session_id: str, offset: int) -> SessionRecord | None:
+        """The remembered record, only when the step continues it exactly."""
+        record = self._recent.get(session_id)
+        return record if record is not None and record.offset == offset else None
+
+    def _remember(self, record: SessionRecord) -> None:
+        if self._recent_max <= 0:
+            return
+        self._recent[record.id] = record
+        self._recent.move_to_end(record.id)
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)

@@ -20,8 +20,14 @@ import pytest
 from service.inference import SeriesInput, SeriesOutput
 from service.repository import LoadedModel, ModelRepository, load_repository
 from service.sessions.factory import encode_rows, make_runner
-from service.sessions.manager import OffsetConflict, SessionManager, StepResult
+from service.sessions.manager import (
+    OffsetConflict,
+    SessionManager,
+    SessionNotFound,
+    StepResult,
+)
 from service.sessions.memory import MemoryStore
+from service.sessions.record import SessionRecord
 from tests.service.sessions_support import oracle, series
 
 pytestmark = pytest.mark.anyio
@@ -32,28 +38,44 @@ def repository(model_dir: Path) -> ModelRepository:
     return load_repository(model_dir, ["CPUExecutionProvider"], ort.SessionOptions())
 
 
-def replicas(repository: ModelRepository) -> tuple[SessionManager, SessionManager, list[int]]:
+class CountingStore(MemoryStore):
+    """A memory store that counts reads."""
+
+    def __init__(self) -> None:
+        super().__init__(max_sessions=10, ttl_s=60)
+        self.reads = 0
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        self.reads += 1
+        return await super().get(session_id)
+
+
+def replicas(
+    repository: ModelRepository, recent_records: int = 0, delay_s: float = 0.05
+) -> tuple[SessionManager, SessionManager, list[int]]:
     """Two managers over one store; the returned list counts model runs."""
-    store = MemoryStore(max_sessions=10, ttl_s=60)
+    store = CountingStore()
     inner = make_runner(inline_max_steps=10_000)
     runs: list[int] = []
 
     async def slow_run(model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
         runs.append(1)
-        await anyio.sleep(0.05)  # both writers are now between their read and their write
+        await anyio.sleep(delay_s)  # both writers are now between their read and their write
         return await inner(model, inputs)
 
-    return (
-        SessionManager(store, repository, slow_run, encode_rows),
-        SessionManager(store, repository, slow_run, encode_rows),
-        runs,
-    )
+    def manager() -> SessionManager:
+        return SessionManager(
+            store, repository, slow_run, encode_rows, recent_records=recent_records
+        )
+
+    return manager(), manager(), runs
 
 
+@pytest.mark.parametrize("recent", [0, 100])
 async def test_the_same_step_from_two_replicas_is_applied_once(
-    repository: ModelRepository, model_dir: Path
+    repository: ModelRepository, model_dir: Path, recent: int
 ) -> None:
-    a, b, runs = replicas(repository)
+    a, b, runs = replicas(repository, recent_records=recent)
     model = repository.get("tiny-lstm")
     assert model is not None
     record = await a.create(model)
@@ -76,10 +98,11 @@ async def test_the_same_step_from_two_replicas_is_applied_once(
     np.testing.assert_allclose(answer["predictions"], preds[:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("recent", [0, 100])
 async def test_different_steps_at_one_offset_one_wins_the_other_conflicts(
-    repository: ModelRepository,
+    repository: ModelRepository, recent: int
 ) -> None:
-    a, b, _ = replicas(repository)
+    a, b, _ = replicas(repository, recent_records=recent)
     model = repository.get("tiny-gru")
     assert model is not None
     record = await a.create(model)
@@ -118,3 +141,48 @@ async def test_steps_in_one_replica_queue_instead_of_racing(
             tg.start_soon(step)
     assert len(runs) == 1  # the per-session lock: one model run, four replays
     assert sum(r.replayed for r in results) == 4
+
+
+async def test_remembered_records_skip_reads_and_survive_replica_switches(
+    repository: ModelRepository, model_dir: Path
+) -> None:
+    a, b, runs = replicas(repository, recent_records=100, delay_s=0)
+    store = a.store
+    assert isinstance(store, CountingStore)
+    model = repository.get("tiny-lstm")
+    assert model is not None
+    record = await a.create(model)
+    values = series(24).astype(np.float32)
+    chunks = np.split(values, 8)
+    got: list[float] = []
+    offset = 0
+    # Four steps on a (no reads: it remembers its own writes), then alternate.
+    order = [a, a, a, a, b, a, b, a]
+    for manager, chunk in zip(order, chunks, strict=True):
+        result = await manager.observe(record.id, offset, lambda _, v=chunk: v, 1)
+        offset = result.offset
+        got += orjson.loads(result.body)["predictions"]
+    preds, h, c = oracle(model_dir, "tiny-lstm", 2).run(values)
+    np.testing.assert_allclose(got, preds[:, 0], atol=1e-5)
+    # Each switch of replica reads once: the remembered record of the other replica
+    # is behind the step's offset, so it is not used; no model run is wasted.
+    assert store.reads == 4
+    assert len(runs) == 8
+    stored = await b.get(record.id)
+    assert stored.offset == 24
+    np.testing.assert_allclose(np.frombuffer(stored.h, "<f4").reshape(h.shape), h, atol=1e-5)
+    assert c is not None
+
+
+async def test_a_remembered_session_deleted_elsewhere_is_gone(
+    repository: ModelRepository,
+) -> None:
+    a, b, _ = replicas(repository, recent_records=100, delay_s=0)
+    model = repository.get("tiny-rnn")
+    assert model is not None
+    record = await a.create(model)
+    one = np.ones((1, 1), np.float32)
+    await a.observe(record.id, 0, lambda _: one, 1)
+    await b.delete(record.id)
+    with pytest.raises(SessionNotFound):
+        await a.observe(record.id, 1, lambda _: one, 1)
