@@ -19,7 +19,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from service.api.deps import find_model
 from service.api.errors import ApiError, error_body
@@ -75,24 +75,35 @@ async def stream(
 ) -> None:
     """Observation frames in, prediction frames out; ?session=<id> resumes a session."""
     sessions: SessionManager = websocket.state.sessions
-    settings: Settings = websocket.state.settings
     await websocket.accept()
     try:
-        record = await _open(websocket, name, session, version)
-    except _SESSION_ERRORS as exc:
-        err = api_error(exc)
-        await _send_error(websocket, err)
-        await websocket.close(code=_CLOSE_FOR_STATUS.get(err.status, 1008), reason=err.code)
-        return
-    await websocket.send_text(orjson.dumps(session_info(sessions, record)).decode())
+        try:
+            record = await _open(websocket, name, session, version)
+        except _SESSION_ERRORS as exc:
+            err = api_error(exc)
+            await _send_error(websocket, err)
+            await websocket.close(code=_CLOSE_FOR_STATUS.get(err.status, 1008), reason=err.code)
+            return
+        await websocket.send_text(orjson.dumps(session_info(sessions, record)).decode())
+        log.info("stream on session %s opened at offset %d", record.id, record.offset)
+        offset = await _serve_frames(websocket, record)
+        log.info("stream on session %s ended at offset %d", record.id, offset)
+    except WebSocketDisconnect:
+        # The client went away while an answer was on its way; the session stays.
+        log.info("stream client disconnected before its answer was sent")
+
+
+async def _serve_frames(websocket: WebSocket, record: SessionRecord) -> int:
+    """Answer frames one at a time until the client closes; returns the offset reached."""
+    sessions: SessionManager = websocket.state.sessions
+    settings: Settings = websocket.state.settings
     expected = record.offset
-    log.info("stream on session %s opened at offset %d", record.id, expected)
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            log.info("stream on session %s closed by the client at offset %d", record.id, expected)
-            return
-        raw: str | bytes = message.get("text") or message.get("bytes") or b""
+            return expected
+        text = message.get("text")
+        raw: bytes = text.encode() if text is not None else (message.get("bytes") or b"")
         if len(raw) > settings.max_body_bytes:
             await _send_error(
                 websocket,
@@ -104,7 +115,7 @@ async def stream(
             )
             continue
         try:
-            frame = parse_body(StreamFrame, raw.encode() if isinstance(raw, str) else raw)
+            frame = parse_body(StreamFrame, raw)
             offset = expected if frame.offset is None else frame.offset
             prepare = step_preparer(frame.values, frame.horizon, settings)
             result = await sessions.observe(record.id, offset, prepare, frame.horizon)
@@ -114,8 +125,7 @@ async def stream(
             if isinstance(exc, SessionNotFound | VersionGone):
                 # The session cannot take another step: end the stream.
                 await websocket.close(code=_CLOSE_FOR_STATUS[err.status], reason=err.code)
-                return
+                return expected
             continue
         expected = result.offset
-        if websocket.application_state is WebSocketState.CONNECTED:
-            await websocket.send_text(result.body.decode())
+        await websocket.send_text(result.body.decode())
