@@ -34,6 +34,7 @@ import httpx
 
 log = logging.getLogger(__name__)
 
+# Numbers for a one-feature model, rows for several; numpy arrays work too.
 Values = Sequence[float] | Sequence[Sequence[float]]
 _RETRY_STATUSES = frozenset({502, 503, 504})
 
@@ -142,7 +143,7 @@ class Client:
         return_predictions: bool = False,
     ) -> Prediction:
         """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction)."""
-        series: dict[str, Any] = {"values": list(values), "horizon": horizon}
+        series: dict[str, Any] = {"values": _as_json(values), "horizon": horizon}
         if state is not None:
             series["state"] = state
         body = {"series": [series], "return_predictions": return_predictions}
@@ -167,7 +168,7 @@ class Client:
         """Start a server-held session (default version unless given), optionally warmed up."""
         body: dict[str, Any] = {}
         if warmup is not None:
-            body["values"] = list(warmup)
+            body["values"] = _as_json(warmup)
         if state is not None:
             body["state"] = state
         # Not retried: a lost answer would leave an orphan session (it expires by TTL).
@@ -213,7 +214,7 @@ class Session:
         Raises OffsetConflictError when someone else moved the session; call
         ``refresh()`` to learn the server's offset.
         """
-        body = {"values": list(values), "offset": self.offset, "horizon": horizon}
+        body = {"values": _as_json(values), "offset": self.offset, "horizon": horizon}
         response = self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
         answer = response.json()
         self.offset = answer["offset"]
@@ -239,6 +240,14 @@ class Session:
         except SeqcastError as exc:
             if exc.status != 404:
                 raise
+
+
+def _as_json(values: Values | Any) -> list[Any]:
+    """Values as JSON lists: numbers, or rows of numbers; numpy arrays welcome."""
+    if hasattr(values, "tolist"):  # numpy arrays and scalars, without importing numpy
+        listed: list[Any] = values.tolist()
+        return listed
+    return [v.tolist() if hasattr(v, "tolist") else v for v in values]
 
 
 def _model_path(model: str, version: int | None) -> str:

@@ -80,7 +80,7 @@ def test_session_observe_keeps_offsets_and_close_deletes(base_url: str, model_di
         assert session.offset == 3
         got = []
         for chunk in np.split(values[3:], [5, 6]):
-            step = session.observe(chunk.tolist(), horizon=2)
+            step = session.observe(chunk, horizon=2)  # numpy rows as they are
             assert len(step.forecast) == 2
             got += step.predictions
         assert session.offset == 18
