@@ -81,7 +81,8 @@ def bootstrap(pool: np.ndarray, batch: int, time: int, rng: np.random.Generator)
     start = rng.integers(0, period, size=(batch, 1))
     k = (start + np.arange(time)) % period  # (B, T)
     rows = np.where(k < n, k, period - k)
-    return pool[rows] + rng.normal(scale=JITTER, size=(batch, time, pool.shape[1]))
+    out: np.ndarray = pool[rows] + rng.normal(scale=JITTER, size=(batch, time, pool.shape[1]))
+    return out
 
 
 def _random_inputs(
@@ -141,7 +142,8 @@ def parity_record(
 ) -> dict[str, Any]:
     """The manifest's onnx.parity block: the result and how it was measured."""
     inputs = (
-        f"scaled training rows in random 50-row blocks + N(0, {JITTER}^2)"
+        "scaled training rows from a random start, read forwards then backwards, "
+        f"+ N(0, {JITTER}^2)"
         if bootstrapped
         else "N(0, 1)"
     )
