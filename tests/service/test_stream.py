@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from service.app import create_app
+from service.settings import Settings
 from tests.service.sessions_support import (
     STORES,
     MakeClient,
@@ -173,3 +176,58 @@ def test_a_session_deleted_under_the_stream_ends_it(client: TestClient) -> None:
         assert json.loads(ws.receive_text())["error"]["code"] == "session_not_found"
         with pytest.raises(WebSocketDisconnect):
             ws.receive_text()
+
+
+@pytest.mark.anyio
+async def test_no_frame_is_read_while_an_answer_waits_to_be_sent(model_dir: Path) -> None:
+    """A reader that stops reading stops the server reading: the back-pressure contract.
+
+    Driven at the ASGI level: the server's send of the first answer blocks (as it
+    does when the client's socket is full), and the app must not ask for the next
+    frame until that send returns.
+    """
+    app = create_app(Settings(model_dir=model_dir))
+    frames = [json.dumps({"values": [float(k)]}) for k in range(3)]
+    received: list[str] = []
+    sent: list[dict[str, Any]] = []
+    unblock = anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not received:
+            received.append("connect")
+            return {"type": "websocket.connect"}
+        if len(received) <= len(frames):
+            received.append("frame")
+            return {"type": "websocket.receive", "text": frames[len(received) - 2]}
+        await unblock.wait()  # after the last frame the client just goes away
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        answers = [m for m in sent if m["type"] == "websocket.send"]
+        if len(answers) == 2:  # the hello frame, then the first answer: hold it
+            await unblock.wait()
+
+    async with app.router.lifespan_context(app) as state:
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": "/v1/models/tiny-rnn/stream",
+            "raw_path": b"/v1/models/tiny-rnn/stream",
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "subprotocols": [],
+            "state": dict(state or {}),
+        }
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, scope, receive, send)
+            await anyio.sleep(0.3)
+            # Connect and the first frame were read; the second waits behind the send.
+            assert received == ["connect", "frame"]
+            unblock.set()
+    answers = [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+    assert [a.get("start") for a in answers[1:]] == [0, 1, 2]
+    assert received == ["connect", "frame", "frame", "frame"]
