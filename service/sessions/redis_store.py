@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.sessions.record import AppliedStep, SessionRecord
@@ -124,6 +125,10 @@ class RedisStore:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("session store: redis %s failed at %s: %s", what, self.url, exc)
             raise StoreUnavailable(f"the Redis session store is unreachable ({exc})") from exc
+        except (OutOfMemoryError, ReadOnlyError) as exc:
+            # Reachable but refusing writes: full under noeviction, or a read-only replica.
+            log.warning("session store: redis %s refused at %s: %s", what, self.url, exc)
+            raise StoreUnavailable(f"the Redis session store refuses writes ({exc})") from exc
 
     async def create(self, record: SessionRecord) -> None:
         async def op() -> None:

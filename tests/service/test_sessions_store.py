@@ -183,6 +183,26 @@ async def test_redis_store_recovers_when_redis_comes_back(own_redis_server: Redi
         await store.aclose()
 
 
+async def test_redis_full_under_noeviction_raises_store_unavailable(
+    own_redis_server: RedisServer,
+) -> None:
+    store = RedisStore(own_redis_server.url, ttl_s=30)
+    admin = aioredis.Redis.from_url(own_redis_server.url)
+    try:
+        record = make_record()
+        await store.create(record)
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", "1")  # below what is already used
+        with pytest.raises(StoreUnavailable, match="refuses writes"):
+            await store.create(make_record())
+        with pytest.raises(StoreUnavailable, match="refuses writes"):
+            await store.compare_and_advance(0, replace(record, offset=1))
+        assert await store.get(record.id) == record  # reads still work
+    finally:
+        await admin.aclose()
+        await store.aclose()
+
+
 async def test_redis_store_waits_for_a_connection_when_all_are_busy(
     redis_server: RedisServer,
 ) -> None:
