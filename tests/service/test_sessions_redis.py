@@ -147,3 +147,32 @@ def test_replica_without_the_sessions_version_answers_410(
         assert b.get(f"/v1/sessions/{old}").json()["version"] == 1
         assert observe(a, old, np.ones((1, 1)), 0)["offset"] == 1
         assert observe(b, current, np.ones((1, 1)), 0)["offset"] == 1
+
+
+def test_stream_survives_a_redis_restart(
+    make_client: MakeClient, own_redis_server: RedisServer, model_dir: Path
+) -> None:
+    values = series(12, seed=15)
+    preds, h, c = oracle(model_dir, "tiny-lstm", 2).run(values)
+    settings = {
+        "session_store": "redis",
+        "redis_url": own_redis_server.url,
+        "redis_timeout_s": 0.5,
+    }
+    with (
+        make_client(**settings) as app,
+        app.websocket_connect("/v1/models/tiny-lstm/stream") as ws,
+    ):
+        session = json.loads(ws.receive_text())["session"]
+        ws.send_text(json.dumps({"values": as_json(values[:6]), "offset": 0}))
+        got = json.loads(ws.receive_text())["predictions"]
+        own_redis_server.stop()
+        step = json.dumps({"values": as_json(values[6:]), "offset": 6})
+        ws.send_text(step)
+        error = json.loads(ws.receive_text())["error"]
+        assert (error["status"], error["code"]) == (503, "session_store_unavailable")
+        own_redis_server.start()
+        ws.send_text(step)  # the same frame again, on the same connection
+        got += json.loads(ws.receive_text())["predictions"]
+        assert_state(session_state(app, session), h, c)
+    np.testing.assert_allclose(got, preds[:, 0], atol=1e-5)
