@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from service.sessions.factory import make_store
 from service.sessions.memory import MemoryStore
 from service.sessions.record import (
     AppliedStep,
@@ -22,6 +24,7 @@ from service.sessions.record import (
 )
 from service.sessions.redis_store import RedisStore
 from service.sessions.store import Advance, SessionStore, StoreFull, StoreUnavailable
+from service.settings import Settings
 from tests.redis_fixture import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -261,3 +264,23 @@ def test_step_digest(a: tuple[list[object], int], b: tuple[list[object], int], s
 def test_unpack_state_rejects_wrong_size() -> None:
     with pytest.raises(ValueError, match="expected 24"):
         unpack_state(b"\x00" * 20, (2, 3))
+
+
+async def test_make_store_follows_the_settings(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="service.sessions.factory")
+    memory = make_store(Settings(session_ttl_s=5, session_max=7, workers=2))
+    assert isinstance(memory, MemoryStore)
+    assert (memory.ttl_s, memory.max_sessions) == (5, 7)
+    assert "a session lives in one worker process only" in caplog.text
+    url = redis_server.url.replace("redis://", "redis://user:secret@")
+    remote = make_store(Settings(session_store="redis", redis_url=url, session_ttl_s=9))
+    try:
+        assert isinstance(remote, RedisStore)
+        assert remote.ttl_s == 9
+        assert "secret" not in caplog.text
+        assert "***@127.0.0.1" in caplog.text
+    finally:
+        await remote.aclose()
+        await memory.aclose()
