@@ -19,9 +19,13 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.config import CELLS, SCALER_KINDS, TrainConfig
+
+if TYPE_CHECKING:  # the data and torch modules load only when a command runs
+    from training.data import Series
+    from training.pipeline import Trained
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +169,7 @@ def _config(args: argparse.Namespace, cell: str) -> TrainConfig:
         raise UsageError(str(exc)) from exc
 
 
-def _series(args: argparse.Namespace) -> Any:
+def _series(args: argparse.Namespace) -> Series:
     from training.data import load_csv, synthetic_sine
 
     if args.csv is None:
@@ -190,14 +194,15 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _fail(command: str, reason: str) -> int:
+def _fail(command: str, reason: str, status: int = 2) -> int:
+    """One line on stderr; 2 for bad input (nothing written), 1 for a failed run."""
     print(f"seqcast {command}: error: {reason}", file=sys.stderr)
-    return 2
+    return status
 
 
 def _plan(
     args: argparse.Namespace, cells: list[str], names: list[str]
-) -> tuple[Any, list[TrainConfig]]:
+) -> tuple[Series, list[TrainConfig]]:
     """Validate everything the run needs; raises UsageError or DataError before any write."""
     from training.data import check_length
     from training.names import check_name
@@ -213,12 +218,19 @@ def _plan(
     series = _series(args)
     for cfg in configs:
         check_length(series, cfg.window, cfg.val_fraction, cfg.test_fraction)
+    if any(cfg.device == "cuda" for cfg in configs):
+        from training.fit import resolve_device
+
+        try:
+            resolve_device("cuda")
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from exc
     return series, configs
 
 
 def _train_and_write(
-    series: Any, cfg: TrainConfig, name: str, out: Path, progress: bool, command: str
-) -> tuple[Any, Path]:
+    series: Series, cfg: TrainConfig, name: str, out: Path, progress: bool, command: str
+) -> tuple[Trained, Path]:
     from training.onnx_export import check_parity, export_onnx, parity_record
     from training.pipeline import train, training_inputs
     from training.report import Entry, write_report
@@ -244,7 +256,7 @@ def _train_and_write(
     return trained, path
 
 
-def _summary_line(path: Path, trained: Any, seconds: float) -> str:
+def _summary_line(path: Path, trained: Trained, seconds: float) -> str:
     r = trained.evaluation.ratios()
     m = trained.evaluation.metrics
     text = f"{path}: streaming RMSE {m['streaming']['rmse']:.4f}"
@@ -270,17 +282,21 @@ def _run_train(args: argparse.Namespace) -> int:
         series, (cfg,) = _plan(args, [args.cell], [name])
     except (UsageError, DataError) as exc:
         return _fail("train", str(exc))
+    from training.onnx_export import ParityError
+
     t0 = time.perf_counter()
-    trained, path = _train_and_write(
-        series, cfg, name, args.out, _progress(args), _command_line("seqcast")
-    )
+    try:
+        trained, path = _train_and_write(
+            series, cfg, name, args.out, _progress(args), _command_line("seqcast")
+        )
+    except ParityError as exc:
+        return _fail("train", f"ONNX export check failed, {name} not written: {exc}", 1)
     print(_summary_line(path, trained, time.perf_counter() - t0))
     return 0
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from training.data import DataError
-    from training.report import Entry, write_report
 
     _setup_logging(args.log_level)
     prefix = args.name_prefix or _default_prefix(args)
@@ -292,12 +308,18 @@ def _run_compare(args: argparse.Namespace) -> int:
         series, configs = _plan(args, list(args.cells), names)
     except (UsageError, DataError) as exc:
         return _fail("compare", str(exc))
+    from training.onnx_export import ParityError
+    from training.report import Entry, write_report
+
     command = _command_line("seqcast")
     entries = []
     start = time.perf_counter()
     for cfg, name in zip(configs, names, strict=True):
         t0 = time.perf_counter()
-        trained, path = _train_and_write(series, cfg, name, args.out, _progress(args), command)
+        try:
+            trained, path = _train_and_write(series, cfg, name, args.out, _progress(args), command)
+        except ParityError as exc:
+            return _fail("compare", f"ONNX export check failed, {name} not written: {exc}", 1)
         print(_summary_line(path, trained, time.perf_counter() - t0), flush=True)
         entries.append(Entry(f"{name}/{path.name}", trained))
     total = time.perf_counter() - start

@@ -156,3 +156,16 @@ def test_help_explains_every_option(tmp_path: Path) -> None:
         "--name",
     ):
         assert option in text
+
+
+def test_cuda_without_a_gpu_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = _run(tmp_path, "train", "--device", "cuda", *TINY, "--out", "repo")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "seqcast train: error: device cuda requested but torch sees no CUDA device"
+    )
+    assert list(tmp_path.iterdir()) == []
