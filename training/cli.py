@@ -262,9 +262,10 @@ def _summary_line(path: Path, trained: Trained, seconds: float) -> str:
     text = f"{path}: streaming RMSE {m['streaming']['rmse']:.4f}"
     if "streaming_vs_noiseless" in r:
         text += f" ({r['streaming_vs_noiseless']:.4f}x noiseless)"
+    gain = (1 - r["streaming_vs_persistence"]) * 100
+    side = "below" if gain >= 0 else "above"
     return text + (
-        f", persistence {m['persistence']['rmse']:.4f} "
-        f"({(1 - r['streaming_vs_persistence']) * 100:.1f}% below), "
+        f", persistence {m['persistence']['rmse']:.4f} ({abs(gain):.1f}% {side}), "
         f"{trained.history.epochs_run} epochs (best {trained.history.best_epoch}), {seconds:.1f} s"
     )
 
