@@ -20,7 +20,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import Evaluation
 from training.names import check_name
 from training.onnx_export import OPSET, io_shapes
 from training.pipeline import Trained
@@ -48,10 +47,6 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[pkg] = "absent"
     return found
-
-
-def metrics_block(evaluation: Evaluation) -> dict[str, Any]:
-    return evaluation.summary()
 
 
 def build_manifest(
@@ -93,7 +88,7 @@ def build_manifest(
             "versions": library_versions(),
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
-        "metrics": metrics_block(trained.evaluation),
+        "metrics": trained.evaluation.summary(),
     }
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import DataError, Series, load_csv, min_rows, split_series, synthetic_sine
+from training.data import (
+    DataError,
+    Series,
+    Split,
+    load_csv,
+    min_rows,
+    split_series,
+    synthetic_sine,
+)
 
 
 def test_synthetic_sine_matches_the_process(sine: Series) -> None:
@@ -35,9 +43,9 @@ def test_split_is_chronological_with_test_last() -> None:
 
 
 def test_min_rows_leaves_a_training_part_longer_than_the_window() -> None:
-    need = min_rows(10, 0.2, 0.2)
-    assert split_series(need, 0.2, 0.2).train_end >= 11
-    assert split_series(need - 1, 0.2, 0.2).train_end < 11 or need - 1 < 13
+    assert min_rows(10, 0.2, 0.2) == 17
+    assert split_series(17, 0.2, 0.2) == Split(train_end=11, val_end=14, rows=17)
+    assert split_series(16, 0.2, 0.2).train_end == 10  # one row short of window + 1
 
 
 def _csv(tmp_path: Path, text: str) -> Path:

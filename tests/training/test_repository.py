@@ -14,16 +14,15 @@ from training.onnx_export import check_parity, export_onnx, parity_record
 from training.pipeline import Trained, training_inputs
 from training.repository import build_manifest, existing_versions, write_version
 
+Exported = tuple[bytes, dict[str, Any]]  # ONNX bytes, the manifest's parity block
+
 
 @pytest.fixture(scope="module")
-def exported(tiny_trained: Trained) -> tuple[bytes, dict[str, Any]]:
+def exported(tiny_trained: Trained) -> Exported:
     blob = export_onnx(tiny_trained.model)
     window = tiny_trained.config.window
     err = check_parity(tiny_trained.model, blob, window, pool=training_inputs(tiny_trained))
     return blob, parity_record(err, window, bootstrapped=True)
-
-
-Exported = tuple[bytes, dict[str, Any]]
 
 
 def _write(repo: Path, trained: Trained, exported: Exported, name: str = "m") -> Path:
