@@ -16,8 +16,9 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 # Must carry the CUDA and cuDNN major versions that the installed onnxruntime-gpu
-# was built against: PyPI's current releases want CUDA 13 and cuDNN 9 (they say so
-# in the log when the libraries are missing). CUDA 13 needs a host driver >= 580.
+# was built against: PyPI's current releases (1.31.1 when this was written) want
+# CUDA 13 and cuDNN 9, and say so in the log when the libraries are missing.
+# CUDA 13 needs a host driver >= 580.
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 
