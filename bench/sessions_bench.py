@@ -95,10 +95,10 @@ def start_redis(workdir: Path, stack: ExitStack) -> str:
 
 
 def redis_info(url: str) -> dict[str, str]:
-    """INFO memory and the key count, over a raw socket (no client needed here)."""
+    """INFO (memory, cpu, ...) and the key count, over a raw socket (no client needed here)."""
     host, port = url.split("//")[1].split("/")[0].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"INFO memory\r\nDBSIZE\r\n")
+        s.sendall(b"INFO\r\nDBSIZE\r\n")
         data = b""
         while b"\r\n:" not in data or not data.endswith(b"\r\n"):
             data += s.recv(65536)
@@ -228,6 +228,7 @@ def bench_store(
         # Warm-up on sessions of its own (kept out of the figures).
         asyncio.run(asyncio.wait_for(generate(url, name, 50, 5, pid), PHASE_TIMEOUT_S))
         before = memory_kib(pid)
+        redis_before = redis_info(redis_url) if redis_url else {}
         result = asyncio.run(
             asyncio.wait_for(generate(url, name, args.sessions, args.steps, pid), PHASE_TIMEOUT_S)
         )
@@ -242,6 +243,11 @@ def bench_store(
             info = redis_info(redis_url)
             result["redis_used_memory"] = info.get("used_memory_human", "?")
             result["redis_keys"] = int(info["keys"])
+            # Redis CPU over the measured run (creation, steps, checks) per step.
+            cpu = sum(
+                float(info[k]) - float(redis_before[k]) for k in ("used_cpu_sys", "used_cpu_user")
+            )
+            result["redis_cpu_us_per_step"] = 1e6 * cpu / result["steps"]
     return result
 
 
@@ -286,7 +292,12 @@ def main() -> int:
     )
     print("| --- | ---: | ---: | ---: | --- | ---: | --- | --- |")
     for r in results:
-        redis = f"{r['redis_used_memory']} ({r['redis_keys']} keys)" if "redis_keys" in r else ""
+        redis = (
+            f"{r['redis_used_memory']}, {r['redis_keys']} keys, "
+            f"{r['redis_cpu_us_per_step']:.0f} µs CPU/step"
+            if "redis_keys" in r
+            else ""
+        )
         print(
             f"| {r['store']} | {r['steps_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB "
