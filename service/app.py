@@ -17,11 +17,10 @@ from swagger_ui_bundle import swagger_ui_path
 from service import __version__
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.errors import install_error_handlers
-from service.api.fast_path import match_predict, serve_predict
+from service.api.fast_path import match_fast_path, serve_fast_path
 from service.api.routes import api_router
 from service.api.routes.docs import STATIC_PREFIX
 from service.api.schemas import PredictRequest
-from service.api.session_fast_path import match_observe, serve_observe
 from service.api.session_schemas import CreateSessionRequest, ObserveRequest
 from service.providers import resolve_providers
 from service.repository import load_repository
@@ -61,7 +60,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
 
 
 class SeqcastApp(FastAPI):
-    """FastAPI, with predict and observe answered before its middleware (api/*fast_path.py)."""
+    """FastAPI, with predict and observe answered before its middleware (api/fast_path.py)."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -70,13 +69,9 @@ class SeqcastApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._fast_path:
-            match = match_predict(scope)
-            if match is not None:
-                await serve_predict(scope, receive, send, match, self._max_body_bytes)
-                return
-            match = match_observe(scope)
-            if match is not None:
-                await serve_observe(scope, receive, send, match, self._max_body_bytes)
+            found = match_fast_path(scope)
+            if found is not None:
+                await serve_fast_path(scope, receive, send, found, self._max_body_bytes)
                 return
         await super().__call__(scope, receive, send)
 
