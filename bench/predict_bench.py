@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
+
 # How servers and wrk are scheduled. On a shared machine CFS splits a core between
 # process groups, so a server with more runnable threads (the baseline's thread pool)
 # wins CPU from other work that a single-threaded one does not; "fifo" (SCHED_FIFO,
@@ -38,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # their core, "nice" only lowers niceness, "none" changes nothing.
 SCHED = {"fifo": ["chrt", "-f", "10"], "nice": ["nice", "-n", "-10"], "none": []}
 PREFIX: list[str] = []
-DEFAULT_MODEL = ROOT / "models" / "sine-lstm"
 
 _LUA = """
 wrk.method = "POST"
@@ -54,32 +52,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def pick_model(workdir: Path) -> tuple[Path, str]:
-    """(model repository, name): the shipped sine-lstm, else a tiny LSTM exported here."""
-    if DEFAULT_MODEL.is_dir() and any(DEFAULT_MODEL.iterdir()):
-        repo = workdir / "models"
-        repo.mkdir()
-        latest = max(
-            (p for p in DEFAULT_MODEL.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-        )
-        (repo / "sine-lstm").mkdir()
-        shutil.copytree(latest, repo / "sine-lstm" / latest.name)
-        return repo, "sine-lstm"
-    sys.path.insert(0, str(ROOT))
-    from tests.modelkit import write_model
-
-    repo = workdir / "models"
-    write_model(repo, "bench-lstm", "lstm", hidden=32, layers=1)
-    return repo, "bench-lstm"
-
-
 def start(kind: str, repo: Path, name: str, port: int, stack: ExitStack) -> tuple[str, int]:
     """Start one server on CPU 0 and wait until it answers; returns its base URL and pid."""
     version_dir = max((repo / name).iterdir(), key=lambda p: int(p.name))
@@ -91,7 +63,7 @@ def start(kind: str, repo: Path, name: str, port: int, stack: ExitStack) -> tupl
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    stack.callback(_stop, proc)
+    stack.callback(stop, proc)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -107,15 +79,6 @@ def start(kind: str, repo: Path, name: str, port: int, stack: ExitStack) -> tupl
     raise RuntimeError(f"{kind} server did not start within 60 s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def request_body(url: str, name: str) -> bytes:
     """One series of 20 values with the state a previous call returned."""
     values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(20)]
@@ -128,12 +91,6 @@ def request_body(url: str, name: str) -> bytes:
     return json.dumps(
         {"series": [{"values": values, "state": state}], "return_state": True}
     ).encode()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (robust to other load on the machine)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(

@@ -35,42 +35,10 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "models" / "sine-lstm"
+from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
+
 SERVER_CPU, LOAD_CPU = "0", "1"
 PHASE_TIMEOUT_S = 300  # a run that takes longer than this is abandoned
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def pick_model(workdir: Path) -> tuple[Path, str]:
-    """(model repository, name): the shipped sine-lstm, else a tiny LSTM exported here."""
-    repo = workdir / "models"
-    if DEFAULT_MODEL.is_dir() and any(p.name.isdigit() for p in DEFAULT_MODEL.iterdir()):
-        latest = max(
-            (p for p in DEFAULT_MODEL.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-        )
-        shutil.copytree(latest, repo / "sine-lstm" / latest.name)
-        return repo, "sine-lstm"
-    sys.path.insert(0, str(ROOT))
-    from tests.modelkit import write_model
-
-    write_model(repo, "bench-lstm", "lstm", hidden=32, layers=1)
-    return repo, "bench-lstm"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def start_redis(workdir: Path, stack: ExitStack) -> str:
@@ -81,7 +49,7 @@ def start_redis(workdir: Path, stack: ExitStack) -> str:
         "--logfile", str(workdir / "redis.log"),
     ]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack.callback(_stop, proc)
+    stack.callback(stop, proc)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -124,7 +92,7 @@ def start_server(
         "--backlog", "4096", "--timeout-keep-alive", "75",
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, env=env)
-    stack.callback(_stop, proc)
+    stack.callback(stop, proc)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -146,12 +114,6 @@ def memory_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(rest.split()[0])
     return fields
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
