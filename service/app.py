@@ -24,6 +24,7 @@ from service.api.schemas import PredictRequest
 from service.api.session_schemas import CreateSessionRequest, ObserveRequest
 from service.providers import resolve_providers
 from service.repository import load_repository
+from service.runner import ModelRunner
 from service.sessions.factory import make_session_manager
 from service.settings import Settings
 
@@ -50,9 +51,15 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                 "%d model version(s) failed to load; /readyz answers 503",
                 len(repository.failures),
             )
-        sessions = make_session_manager(settings, repository)
+        runner = ModelRunner(settings.inline_max_steps)
+        sessions = make_session_manager(settings, repository, runner)
         try:
-            yield {"repository": repository, "settings": settings, "sessions": sessions}
+            yield {
+                "repository": repository,
+                "settings": settings,
+                "runner": runner,
+                "sessions": sessions,
+            }
         finally:
             await sessions.store.aclose()
 

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from service.api.errors import ApiError
 from service.repository import LoadedModel, ModelRepository
+from service.runner import ModelRunner
 from service.settings import Settings
 
 
@@ -23,8 +24,14 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_runner(request: Request) -> ModelRunner:
+    runner: ModelRunner = request.state.runner
+    return runner
+
+
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+RunnerDep = Annotated[ModelRunner, Depends(get_runner)]
 
 
 def find_model(repository: ModelRepository, name: str, version: int | None = None) -> LoadedModel:

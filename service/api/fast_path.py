@@ -43,7 +43,12 @@ async def _predict(
 ) -> tuple[bytes, Headers]:
     name, version = match.group(1), match.group(2)
     answer = await answer_predict(
-        state["repository"], state["settings"], name, int(version) if version else None, body
+        state["repository"],
+        state["settings"],
+        state["runner"],
+        name,
+        int(version) if version else None,
+        body,
     )
     return answer, []
 

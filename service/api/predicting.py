@@ -6,17 +6,15 @@ Both the FastAPI route (service.api.routes.predict) and the direct ASGI path
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import find_model
 from service.api.encoding import predict_json
 from service.api.errors import ApiError
 from service.api.parsing import parse_predict_request, series_inputs
-from service.inference import Forecaster, InferenceInputError, SeriesInput, SeriesOutput, work_steps
+from service.inference import InferenceInputError, SeriesInput, SeriesOutput
 from service.repository import LoadedModel, ModelRepository
+from service.runner import ModelRunner
 from service.settings import Settings
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -25,6 +23,7 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 async def answer_predict(
     repository: ModelRepository,
     settings: Settings,
+    runner: ModelRunner,
     name: str,
     version: int | None,
     body: bytes,
@@ -33,7 +32,7 @@ async def answer_predict(
     model = find_model(repository, name, version)
     request = parse_predict_request(body)
     inputs = series_inputs(request, model, settings)
-    outputs = await forecast(model, inputs, settings)
+    outputs = await forecast(runner, model, inputs)
     answer = predict_json(
         model,
         outputs,
@@ -43,31 +42,12 @@ async def answer_predict(
     return orjson.dumps(answer, option=_OPTIONS)
 
 
-_FORECASTERS: WeakKeyDictionary[LoadedModel, Forecaster] = WeakKeyDictionary()
-
-
-def forecaster_for(model: LoadedModel) -> Forecaster:
-    """The model's Forecaster, built once (it precomputes scaling vectors)."""
-    forecaster = _FORECASTERS.get(model)
-    if forecaster is None:
-        forecaster = _FORECASTERS[model] = Forecaster(model)
-    return forecaster
-
-
 async def forecast(
-    model: LoadedModel, inputs: list[SeriesInput], settings: Settings
+    runner: ModelRunner, model: LoadedModel, inputs: list[SeriesInput]
 ) -> list[SeriesOutput]:
-    """Run the inference core: inline when the work is small, else in the thread pool.
-
-    A small recurrent model costs microseconds per step, less than the hop to a worker
-    thread, so small requests run on the event loop (`inline_max_steps`, measured in
-    docs/benchmarks.md); larger ones go to the thread pool and never block the loop.
-    """
-    forecaster = forecaster_for(model)
+    """Run the inference core (service.runner), its input errors as a 422 naming the field."""
     try:
-        if work_steps(inputs) <= settings.inline_max_steps:
-            return forecaster.predict(inputs)
-        return await run_in_threadpool(forecaster.predict, inputs)
+        return await runner.run(model, inputs)
     except InferenceInputError as exc:
         field = f"series[{exc.series}]" + (
             f".values[{exc.index}]" if exc.index is not None else ".horizon"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from weakref import WeakKeyDictionary
 
-import anyio.to_thread
 import numpy as np
 
-from service.inference import Forecaster, SeriesInput, SeriesOutput, work_steps
 from service.repository import LoadedModel, ModelRepository
-from service.sessions.manager import Runner, SessionManager
+from service.runner import ModelRunner
+from service.sessions.manager import SessionManager
 from service.sessions.memory import MemoryStore
 from service.sessions.redis_store import RedisStore
 from service.sessions.store import SessionStore
@@ -40,23 +37,6 @@ def make_store(settings: Settings) -> SessionStore:
     return MemoryStore(max_sessions=settings.session_max, ttl_s=settings.session_ttl_s)
 
 
-def make_runner(inline_max_steps: int) -> Runner:
-    """Run the inference core inline when the work is small, else on a worker thread."""
-
-    # One Forecaster per loaded model version: it precomputes the scaling vectors.
-    forecasters: WeakKeyDictionary[LoadedModel, Forecaster] = WeakKeyDictionary()
-
-    async def run(model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
-        forecaster = forecasters.get(model)
-        if forecaster is None:
-            forecaster = forecasters[model] = Forecaster(model)
-        if work_steps(inputs) <= inline_max_steps:
-            return forecaster.predict(inputs)
-        return await anyio.to_thread.run_sync(forecaster.predict, inputs)
-
-    return run
-
-
 def encode_rows(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
     """(time, targets) as the predict endpoint answers it: flat for a single target."""
     if model.manifest.architecture.output_size == 1:
@@ -69,12 +49,14 @@ def encode_rows(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
 RECENT_RECORDS = 10_000
 
 
-def make_session_manager(settings: Settings, repository: ModelRepository) -> SessionManager:
+def make_session_manager(
+    settings: Settings, repository: ModelRepository, runner: ModelRunner
+) -> SessionManager:
     store = make_store(settings)
     return SessionManager(
         store,
         repository,
-        make_runner(settings.inline_max_steps),
+        runner.run,
         encode_rows,
         # Reading the memory store costs nothing; only a remote store gains from this.
         recent_records=RECENT_RECORDS if store.kind == "redis" else 0,

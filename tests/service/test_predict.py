@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.concurrency import run_in_threadpool
 
-from service.api import predicting
+from service import runner as runner_module
 from tests.service.oracle import Oracle
 
 SINGLE = ["tiny-rnn", "tiny-lstm", "tiny-gru"]
@@ -189,7 +189,7 @@ def test_thread_pool_and_inline_give_the_same_answer(
         pooled.append(1)
         return await run_in_threadpool(func, *args)
 
-    monkeypatch.setattr(predicting, "run_in_threadpool", counting)
+    monkeypatch.setattr(runner_module, "run_sync", counting)
     body = {"series": [{"values": [0.1 * i for i in range(30)], "horizon": 4}] * 3}
     answers = []
     for inline_max_steps in (0, 99):  # 99 steps in this request: pooled, then inline

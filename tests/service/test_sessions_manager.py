@@ -19,7 +19,8 @@ import pytest
 
 from service.inference import SeriesInput, SeriesOutput
 from service.repository import LoadedModel, ModelRepository, load_repository
-from service.sessions.factory import encode_rows, make_runner
+from service.runner import ModelRunner
+from service.sessions.factory import encode_rows
 from service.sessions.manager import (
     OffsetConflict,
     SessionManager,
@@ -55,7 +56,7 @@ def replicas(
 ) -> tuple[SessionManager, SessionManager, list[int]]:
     """Two managers over one store; the returned list counts model runs."""
     store = CountingStore()
-    inner = make_runner(inline_max_steps=10_000)
+    inner = ModelRunner(inline_max_steps=10_000).run
     runs: list[int] = []
 
     async def slow_run(model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:

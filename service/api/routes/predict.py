@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.deps import RepositoryDep, SettingsDep
+from service.api.deps import RepositoryDep, RunnerDep, SettingsDep
 from service.api.predicting import answer_predict
 from service.api.schemas import ErrorResponse, PredictResponse
 
@@ -38,10 +38,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/{name}/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY
 )
 async def predict(
-    name: str, request: Request, repository: RepositoryDep, settings: SettingsDep
+    name: str,
+    request: Request,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
 ) -> Response:
     """Forecast with the default (highest) version of a model."""
-    answer = await answer_predict(repository, settings, name, None, await request.body())
+    answer = await answer_predict(repository, settings, runner, name, None, await request.body())
     return Response(answer, media_type="application/json")
 
 
@@ -52,8 +56,13 @@ async def predict(
     openapi_extra=_BODY,
 )
 async def predict_version(
-    name: str, version: int, request: Request, repository: RepositoryDep, settings: SettingsDep
+    name: str,
+    version: int,
+    request: Request,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
 ) -> Response:
     """Forecast with one version of a model."""
-    answer = await answer_predict(repository, settings, name, version, await request.body())
+    answer = await answer_predict(repository, settings, runner, name, version, await request.body())
     return Response(answer, media_type="application/json")

@@ -1,0 +1,105 @@
+"""How the service runs the inference core: inline or on a worker thread, in shared batches.
+
+A small recurrent model costs microseconds per step, less than the hop to a worker
+thread, so small calls run on the event loop (`inline_max_steps`, measured in
+docs/benchmarks.md); larger ones go to the thread pool and never block the loop.
+
+Small calls for the same model that arrive together are answered by one
+`Forecaster.predict`: the first schedules a flush for the next turn of the event
+loop, and every call made before that turn joins it. Under concurrent load this
+turns many `session.run` calls of batch 1 into one of batch N, at the cost of one
+loop turn of latency; a lone request waits for nothing. Predictions do not depend
+on what else is in the batch (each series is its own row, with its own state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary
+
+from anyio.to_thread import run_sync
+
+from service.inference import Forecaster, SeriesInput, SeriesOutput, work_steps
+from service.repository import LoadedModel
+
+
+@dataclass(slots=True)
+class _Call:
+    inputs: Sequence[SeriesInput]
+    steps: int
+    future: asyncio.Future[list[SeriesOutput]]
+
+
+class ModelRunner:
+    """Runs predictions for every model of one app; one instance per app (lifespan)."""
+
+    def __init__(self, inline_max_steps: int) -> None:
+        self._inline_max_steps = inline_max_steps
+        # One Forecaster per loaded model version: it precomputes the scaling vectors.
+        self._forecasters: WeakKeyDictionary[LoadedModel, Forecaster] = WeakKeyDictionary()
+        self._waiting: dict[LoadedModel, list[_Call]] = {}
+
+    def forecaster(self, model: LoadedModel) -> Forecaster:
+        forecaster = self._forecasters.get(model)
+        if forecaster is None:
+            forecaster = self._forecasters[model] = Forecaster(model)
+        return forecaster
+
+    async def run(self, model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
+        """The inference core's outputs for `inputs`; its InferenceInputError passes through."""
+        steps = work_steps(inputs)
+        if steps > self._inline_max_steps:
+            return await run_sync(self.forecaster(model).predict, inputs)
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting.get(model)
+        if waiting is None:
+            waiting = self._waiting[model] = []
+            loop.call_soon(self._flush, model)
+        call = _Call(inputs, steps, loop.create_future())
+        waiting.append(call)
+        return await call.future
+
+    def _flush(self, model: LoadedModel) -> None:
+        calls = self._waiting.pop(model)
+        forecaster = self.forecaster(model)
+        for batch in _batches(calls, self._inline_max_steps):
+            _run_batch(forecaster, batch)
+
+
+def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:
+    """Consecutive groups of calls, each at most `max_steps` of work (or a single call)."""
+    batch: list[_Call] = []
+    steps = 0
+    for call in calls:
+        if batch and steps + call.steps > max_steps:
+            yield batch
+            batch, steps = [], 0
+        batch.append(call)
+        steps += call.steps
+    if batch:
+        yield batch
+
+
+def _run_batch(forecaster: Forecaster, batch: list[_Call]) -> None:
+    live = [call for call in batch if not call.future.done()]  # a cancelled caller is gone
+    if len(live) > 1:
+        try:
+            outputs = forecaster.predict([s for call in live for s in call.inputs])
+        except Exception:
+            # An input error belongs to one caller: answer each alone below, so that only
+            # the caller at fault gets it and the others their predictions.
+            pass
+        else:
+            start = 0
+            for call in live:
+                end = start + len(call.inputs)
+                call.future.set_result(outputs[start:end])
+                start = end
+            return
+    for call in live:
+        try:
+            call.future.set_result(forecaster.predict(call.inputs))
+        except Exception as exc:
+            call.future.set_exception(exc)

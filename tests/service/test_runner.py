@@ -1,0 +1,136 @@
+"""The service's model runner: concurrent small calls share one batch, answers unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.inference import Forecaster, InferenceInputError, SeriesInput
+from service.repository import LoadedModel, load_version
+from service.runner import ModelRunner
+from tests.modelkit import write_model
+
+pytestmark = pytest.mark.anyio
+
+
+def load(version_dir: Path) -> LoadedModel:
+    return load_version(version_dir, ["CPUExecutionProvider"], ort.SessionOptions())
+
+
+def series(rng: np.random.Generator, length: int, lstm: bool, horizon: int = 1) -> SeriesInput:
+    """Random values and a random non-zero state (one layer of 4 units)."""
+    return SeriesInput(
+        values=rng.normal(size=(length, 1)).astype(np.float32),
+        h=rng.normal(size=(1, 4)).astype(np.float32),
+        c=rng.normal(size=(1, 4)).astype(np.float32) if lstm else None,
+        horizon=horizon,
+    )
+
+
+@pytest.fixture(scope="module")
+def lstm(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    return load(write_model(tmp_path_factory.mktemp("runner"), "r-lstm", "lstm", hidden=4))
+
+
+def count_predicts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch Forecaster.predict to record the number of series of every call."""
+    sizes: list[int] = []
+    original = Forecaster.predict
+
+    def counting(self: Forecaster, inputs: Any) -> Any:
+        sizes.append(len(inputs))
+        return original(self, inputs)
+
+    monkeypatch.setattr(Forecaster, "predict", counting)
+    return sizes
+
+
+async def test_concurrent_calls_share_one_batch_and_get_their_own_answers(
+    lstm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    # Mixed lengths and horizons, several series per call for some.
+    calls = [[series(rng, n, True, h)] for n, h in [(20, 1), (20, 3), (5, 1), (20, 1), (1, 2)]]
+    calls.append([series(rng, 20, True), series(rng, 7, True, 4)])
+    alone = [Forecaster(lstm).predict(inputs) for inputs in calls]
+
+    sizes = count_predicts(monkeypatch)
+    runner = ModelRunner(inline_max_steps=1024)
+    together = await asyncio.gather(*(runner.run(lstm, inputs) for inputs in calls))
+
+    assert sizes == [7]  # one predict over every series of the six calls
+    for got, want in zip(together, alone, strict=True):
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.predictions, w.predictions, atol=1e-5)
+            np.testing.assert_allclose(g.forecast, w.forecast, atol=1e-5)
+            np.testing.assert_allclose(g.h, w.h, atol=1e-5)
+            assert g.c is not None
+            assert w.c is not None
+            np.testing.assert_allclose(g.c, w.c, atol=1e-5)
+
+
+async def test_batches_are_bounded_by_inline_max_steps(
+    lstm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(8)
+    calls = [[series(rng, 10, True)] for _ in range(7)]
+    sizes = count_predicts(monkeypatch)
+    runner = ModelRunner(inline_max_steps=30)  # three 10-step calls per batch
+    await asyncio.gather(*(runner.run(lstm, inputs) for inputs in calls))
+    assert sizes == [3, 3, 1]
+
+
+async def test_a_call_after_the_flush_starts_a_new_batch(
+    lstm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(9)
+    sizes = count_predicts(monkeypatch)
+    runner = ModelRunner(inline_max_steps=1024)
+    first = await runner.run(lstm, [series(rng, 3, True)])
+    second = await runner.run(lstm, [series(rng, 3, True)])
+    assert sizes == [1, 1]
+    assert first[0].predictions.shape == second[0].predictions.shape == (3, 1)
+
+
+async def test_an_input_error_reaches_only_the_call_at_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A scaler that multiplies by 1000: 1e37 overflows float32 once scaled.
+    version_dir = write_model(tmp_path, "narrow", "rnn", hidden=4)
+    path = version_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["scalers"]["value"] = {"kind": "standard", "mean": 0.0, "std": 1e-3}
+    path.write_text(json.dumps(manifest))
+    model = load(version_dir)
+    fine = [SeriesInput(values=np.array([[0.5], [0.25]], np.float32))]
+    huge = [SeriesInput(values=np.array([[1.0], [1e37]], np.float32))]
+    runner = ModelRunner(inline_max_steps=1024)
+    results = await asyncio.gather(
+        runner.run(model, fine), runner.run(model, huge), runner.run(model, fine),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert isinstance(results[1], InferenceInputError)
+    assert (results[1].series, results[1].index) == (0, 1)
+    want = Forecaster(model).predict(fine)[0].predictions
+    for ok in (results[0], results[2]):
+        assert not isinstance(ok, BaseException)
+        np.testing.assert_allclose(ok[0].predictions, want, atol=1e-6)
+
+
+async def test_a_cancelled_caller_does_not_break_the_batch(lstm: LoadedModel) -> None:
+    rng = np.random.default_rng(10)
+    runner = ModelRunner(inline_max_steps=1024)
+    gone = asyncio.ensure_future(runner.run(lstm, [series(rng, 4, True)]))
+    kept = asyncio.ensure_future(runner.run(lstm, [series(rng, 4, True)]))
+    await asyncio.sleep(0)  # both have joined the batch
+    gone.cancel()
+    out = await kept
+    assert out[0].predictions.shape == (4, 1)
+    assert gone.cancelled()
