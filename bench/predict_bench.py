@@ -6,8 +6,8 @@ Every request is one series of 20 values with a state, answered with the new sta
 Runs alternate seqcast / baseline / seqcast / baseline so drifting machine load hits
 both alike; the table reports the mean requests/s and the median of p50 and p99.
 
-    .venv/bin/python -m bench.predict_bench --sched fifo    # as in docs/benchmarks.md, ~2 minutes
-    .venv/bin/python -m bench.predict_bench                 # idle machine: scheduler as is
+    .venv/bin/python -m bench.predict_bench --duration 12 --warmup 2 --rounds 2  # as in docs
+    .venv/bin/python -m bench.predict_bench --sched fifo    # a machine loaded by other work
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
 
 On a machine shared with other work, use `--sched fifo` (root): see SCHED below.
