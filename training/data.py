@@ -21,7 +21,7 @@ Fill = Literal["ffill", "zero"]
 FILLS: tuple[Fill, ...] = ("ffill", "zero")
 
 SINE_NAME = "synthetic-sine"
-SINE_STEP = 0.1  # t = 0, 0.1, ..., 99.9: 1000 points, as in the RNN-vs-LSTM comparison
+SINE_STEP = 0.1  # t = 0, 0.1, ..., 99.9: 1000 points
 SINE_END = 100.0
 SINE_NOISE = 0.5  # Gaussian noise sigma
 

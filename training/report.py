@@ -1,7 +1,7 @@
 """Report of one or several models trained on the same data: JSON metrics, PNG plots, Markdown.
 
-The plots are the ones the RNN-vs-LSTM comparison draws: loss curves, test forecast against
-actual, error histogram and predicted-against-actual scatter (streaming predictions).
+The plots: loss curves, test forecast against actual, error histogram and
+predicted-against-actual scatter (streaming predictions).
 """
 
 from __future__ import annotations
