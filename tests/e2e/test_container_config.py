@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -108,6 +110,72 @@ def test_api_runs_replicas_on_redis_sessions(compose: dict[str, Any]) -> None:
     assert env["SEQCAST_REDIS_URL"] == "redis://redis:6379/0"
     assert api["depends_on"] == {"redis": {"condition": "service_healthy"}}
     assert api["healthcheck"]["test"] == ["CMD", "python3", "/opt/seqcast/healthcheck.py"]
+
+
+def test_api_keys_are_on_and_come_from_the_user(compose: dict[str, Any]) -> None:
+    env = compose["services"]["api"]["environment"]
+    # Required from the user's environment (or .env), with no default to fall back on:
+    # compose refuses to start the stack without it, and no key is committed here.
+    assert re.fullmatch(r"\$\{SEQCAST_API_KEYS:\?[^}]+\}", env["SEQCAST_API_KEYS"])
+    assert "SEQCAST_API_KEYS_FILE" not in env
+    # The health endpoints stay open (the default), so the probes need no key.
+    assert env.get("SEQCAST_AUTH_EXEMPT", "health") == "health"
+    assert "/readyz" in (DEPLOY / "healthcheck.py").read_text()
+
+
+def test_redis_is_bounded_and_never_evicts_sessions(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    # A ceiling by default, which SEQCAST_REDIS_MAXMEMORY can move.
+    assert re.fullmatch(r"\$\{SEQCAST_REDIS_MAXMEMORY:-[1-9]\d*[mg]b\}", options["--maxmemory"])
+    # Sessions are never dropped silently: a full Redis refuses writes (the API answers 503).
+    assert options["--maxmemory-policy"] == "noeviction"
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """docker-compose.yml as the installed compose resolves it, from `env` alone."""
+    compose_file = str(ROOT / "docker-compose.yml")
+    if shutil.which("podman-compose"):
+        # --dry-run: resolve the file without asking podman anything.
+        cmd = ["podman-compose", "--dry-run", "-f", compose_file]
+    elif (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
+        cmd = ["docker", "compose", "-f", compose_file]
+    else:
+        pytest.skip("neither podman-compose nor docker compose is installed")
+    # --env-file /dev/null: a developer's own .env must not decide the outcome.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SEQCAST_")}
+    return subprocess.run(
+        [*cmd, "--env-file", "/dev/null", "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_compose_engine_refuses_to_run_without_keys() -> None:
+    result = _compose_config({})
+    assert result.returncode != 0
+    assert "SEQCAST_API_KEYS" in result.stdout + result.stderr
+
+
+def test_compose_engine_passes_the_keys_and_redis_bounds() -> None:
+    keys = "ops:0123456789abcdef0123,ci:sha256:" + "ab" * 32
+    result = _compose_config({"SEQCAST_API_KEYS": keys})
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert resolved["api"]["environment"]["SEQCAST_API_KEYS"] == keys
+    command = resolved["redis"]["command"]
+    assert command[command.index("--maxmemory") + 1] == "512mb"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
 
 
 def test_nginx_fronts_the_healthy_api(compose: dict[str, Any]) -> None:
