@@ -12,13 +12,20 @@ Phases (each prints its wall time):
   run      one container: healthy (its HEALTHCHECK), then a predict on a shipped model
   drain    concurrent slow requests, SIGTERM mid-flight: every one completes with 200
            and the container exits 0
-  compose  redis + 2 API replicas + nginx (docker-compose.yml): all healthy
+  compose  redis + 2 API replicas + nginx (docker-compose.yml) with API keys from a
+           key generated for this run: all healthy
   stream   a server-side session stepped through nginx, answered by both replicas
            (nginx's X-Seqcast-Upstream header), equal to one-shot predict (1e-5)
   failover one replica stopped mid-stream: the session continues on the other
+  auth     through nginx: no key or a wrong key gets 401, /healthz and /readyz answer
+           without one, both header forms and a sha256-configured key are accepted,
+           and another key's client cannot see or step a session
   train    (--train) the train image; the compose train profile writes a new model
            version into the models volume; restarted replicas serve it through nginx
-Everything it started is removed at the end, also on failure or Ctrl-C.
+The single container runs with the image's defaults (no API keys); every request
+to the compose stack carries the run's key (`Authorization: Bearer`), which is
+never written to disk or printed (except with --keep, which leaves the stack up
+for you). Everything it started is removed at the end, also on failure or Ctrl-C.
 
 Needs podman and podman-compose (or docker with `docker compose`); standard
 library Python only, so it runs from any python3.
@@ -28,11 +35,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
 import http.client
 import http.server
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -104,6 +114,14 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float, every: float 
 # HTTP (standard library only)
 
 
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where requests go: 127.0.0.1:port, with the API key sent on every request (if any)."""
+
+    port: int
+    key: str | None = None
+
+
 class Reply:
     def __init__(self, status: int, headers: dict[str, str], body: bytes, done_at: float) -> None:
         self.status = status
@@ -115,12 +133,23 @@ class Reply:
         return json.loads(self.body)
 
 
-def request(port: int, method: str, path: str, body: Any = None, timeout: float = 60) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(
+    api: Endpoint,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request; `headers` add to (or replace) the endpoint's key header."""
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=timeout)
     try:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, path, body=data, headers=headers)
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        if api.key is not None:
+            sent["Authorization"] = f"Bearer {api.key}"
+        sent.update(headers or {})
+        conn.request(method, path, body=data, headers=sent)
         resp = conn.getresponse()
         raw = resp.read()
         return Reply(
@@ -130,9 +159,9 @@ def request(port: int, method: str, path: str, body: Any = None, timeout: float 
         conn.close()
 
 
-def answers(port: int, path: str, status: int = 200) -> bool:
+def answers(api: Endpoint, path: str, status: int = 200) -> bool:
     try:
-        return request(port, "GET", path, timeout=3).status == status
+        return request(api, "GET", path, timeout=3).status == status
     except OSError:
         return False
 
@@ -290,8 +319,8 @@ def check_image(engine: Engine, image: str) -> None:
     say(f"container user: uid {uid} (non-root, good)")
 
 
-def pick_model(port: int, wanted: str | None) -> dict[str, Any]:
-    models = expect(request(port, "GET", "/v1/models"), 200, "GET /v1/models")["models"]
+def pick_model(api: Endpoint, wanted: str | None) -> dict[str, Any]:
+    models = expect(request(api, "GET", "/v1/models"), 200, "GET /v1/models")["models"]
     names = [m["name"] for m in models]
     say(f"models served: {', '.join(names) or '(none)'}")
     if not models:
@@ -303,15 +332,15 @@ def pick_model(port: int, wanted: str | None) -> dict[str, Any]:
     raise SmokeFailure(f"model {wanted!r} is not served (have {names})")
 
 
-def one_shot(port: int, name: str, values: list[float]) -> dict[str, Any]:
+def one_shot(api: Endpoint, name: str, values: list[float]) -> dict[str, Any]:
     body = {"series": [{"values": values}], "return_predictions": True}
-    out = expect(request(port, "POST", f"/v1/models/{name}/predict", body), 200, "predict")
+    out = expect(request(api, "POST", f"/v1/models/{name}/predict", body), 200, "predict")
     return dict(out["series"][0])
 
 
-def check_single(engine: Engine, image: str, port: int, wanted: str | None) -> str:
+def check_single(engine: Engine, image: str, api: Endpoint, wanted: str | None) -> str:
     sh([engine.name, "rm", "-f", CONTAINER], check=False)
-    sh([engine.name, "run", "-d", "--name", CONTAINER, "-p", f"127.0.0.1:{port}:8000", image])
+    sh([engine.name, "run", "-d", "--name", CONTAINER, "-p", f"127.0.0.1:{api.port}:8000", image])
 
     def healthy() -> bool:
         if not engine.running(CONTAINER):
@@ -320,10 +349,10 @@ def check_single(engine: Engine, image: str, port: int, wanted: str | None) -> s
 
     took = wait_for("the container's healthcheck", healthy, timeout=90)
     say(f"healthy (HEALTHCHECK on /readyz) after {took:.1f}s")
-    model = pick_model(port, wanted)
+    model = pick_model(api, wanted)
     name = model["name"]
     values = sine(50)
-    series = one_shot(port, name, values)
+    series = one_shot(api, name, values)
     preds = series["predictions"]
     if len(preds) != len(values) or not all(math.isfinite(float(p)) for p in preds):
         raise SmokeFailure(f"predict on {name}: {len(preds)} predictions for {len(values)} values")
@@ -334,12 +363,12 @@ def check_single(engine: Engine, image: str, port: int, wanted: str | None) -> s
     return str(name)
 
 
-def check_drain(engine: Engine, port: int, name: str, clients: int, steps: int) -> None:
+def check_drain(engine: Engine, api: Endpoint, name: str, clients: int, steps: int) -> None:
     """SIGTERM while requests run: each completes with 200, then the process exits 0."""
     body = {"series": [{"values": sine(steps, k)} for k in range(DRAIN_SERIES)]}
     size = len(json.dumps(body)) / 1e6
     t0 = time.monotonic()
-    solo = request(port, "POST", f"/v1/models/{name}/predict", body, timeout=120)
+    solo = request(api, "POST", f"/v1/models/{name}/predict", body, timeout=120)
     expect(solo, 200, "drain warm-up predict")
     one = solo.done_at - t0
     say(f"one request ({DRAIN_SERIES} series x {steps} values, {size:.1f} MB) takes {one:.2f}s")
@@ -348,7 +377,7 @@ def check_drain(engine: Engine, port: int, name: str, clients: int, steps: int) 
 
     def client(i: int) -> None:
         try:
-            results[i] = request(port, "POST", f"/v1/models/{name}/predict", body, timeout=300)
+            results[i] = request(api, "POST", f"/v1/models/{name}/predict", body, timeout=300)
         except BaseException as exc:
             results[i] = exc
 
@@ -392,12 +421,20 @@ def check_drain(engine: Engine, port: int, name: str, clients: int, steps: int) 
     say("server log from SIGTERM on:\n  " + "\n  ".join(lines[mark:]))
 
 
-def compose_env(image: str, train_image: str, lb_port: int) -> dict[str, str]:
+def api_keys_setting(key: str, other: str) -> str:
+    """SEQCAST_API_KEYS for the stack: `key` as is, `other` by its sha256 only."""
+    digest = hashlib.sha256(other.encode()).hexdigest()
+    return f"smoke:{key},smoke-other:sha256:{digest}"
+
+
+def compose_env(image: str, train_image: str, lb_port: int, api_keys: str) -> dict[str, str]:
+    # These override the same names in the user's environment or .env file.
     return {
         **os.environ,
         "SEQCAST_IMAGE": image,
         "SEQCAST_TRAIN_IMAGE": train_image,
         "SEQCAST_HTTP_PORT": str(lb_port),
+        "SEQCAST_API_KEYS": api_keys,
     }
 
 
@@ -410,7 +447,7 @@ def compose(engine: Engine, env: dict[str, str], *args: str, check: bool = True)
     )
 
 
-def check_compose(engine: Engine, env: dict[str, str], lb_port: int) -> dict[str, str]:
+def check_compose(engine: Engine, env: dict[str, str], lb: Endpoint) -> dict[str, str]:
     compose(engine, env, "up", "-d")
     apis = engine.project_containers("api")
     if len(apis) < 2:
@@ -419,7 +456,7 @@ def check_compose(engine: Engine, env: dict[str, str], lb_port: int) -> dict[str
     for ctr in [*others, *apis]:
         took = wait_for(f"{ctr} to be healthy", partial(engine.healthy, ctr), timeout=120)
         say(f"{ctr}: healthy after {took:.1f}s")
-    wait_for("/readyz through nginx", lambda: answers(lb_port, "/readyz"), timeout=60)
+    wait_for("/readyz through nginx", lambda: answers(lb, "/readyz"), timeout=60)
     replicas = {engine.address(c): c for c in apis}
     say(f"api replicas: {', '.join(f'{c} ({a})' for a, c in sorted(replicas.items()))}")
     return replicas
@@ -429,19 +466,17 @@ def flat(matrix: list[list[float]]) -> list[float]:
     return [float(v) for row in matrix for v in row]
 
 
-def check_stream(lb_port: int, name: str, replicas: dict[str, str]) -> None:
+def check_stream(lb: Endpoint, name: str, replicas: dict[str, str]) -> None:
     """A server-side session stepped through nginx equals one-shot predict."""
     chunks = [1, 3, 7, 2, 5, 1, 8, 4, 6, 3, 2, 9]
     values = sine(sum(chunks), 7)
-    whole = one_shot(lb_port, name, values)
+    whole = one_shot(lb, name, values)
 
     def replica(reply: Reply) -> str:
         upstream = reply.headers.get("x-seqcast-upstream", "?")
         return replicas.get(upstream.rsplit(":", 1)[0], upstream)
 
-    created = expect(
-        request(lb_port, "POST", f"/v1/models/{name}/sessions", {}), 201, "create session"
-    )
+    created = expect(request(lb, "POST", f"/v1/models/{name}/sessions", {}), 201, "create session")
     sid = created["session"]
     say(f"session {sid} on {name} v{created['version']}")
     offset = 0
@@ -451,7 +486,7 @@ def check_stream(lb_port: int, name: str, replicas: dict[str, str]) -> None:
     step: dict[str, Any] = {}
     for size in chunks:
         step = {"offset": offset, "values": values[offset : offset + size]}
-        reply = request(lb_port, "POST", f"/v1/sessions/{sid}/observe", step)
+        reply = request(lb, "POST", f"/v1/sessions/{sid}/observe", step)
         last = expect(reply, 200, f"observe at offset {offset}")
         seen.append(replica(reply))
         preds += [float(p) for p in last["predictions"]]
@@ -471,9 +506,7 @@ def check_stream(lb_port: int, name: str, replicas: dict[str, str]) -> None:
             "session vs one-shot forecast",
         ),
     ]
-    info = expect(
-        request(lb_port, "GET", f"/v1/sessions/{sid}?state=true"), 200, "describe session"
-    )
+    info = expect(request(lb, "GET", f"/v1/sessions/{sid}?state=true"), 200, "describe session")
     for part in ("h", "c"):
         if part in whole["state"]:
             diffs.append(
@@ -490,26 +523,24 @@ def check_stream(lb_port: int, name: str, replicas: dict[str, str]) -> None:
 
     # A retried step (the client never saw the answer) is answered from the shared
     # store, whichever replica takes it, without advancing the session again.
-    retry = request(lb_port, "POST", f"/v1/sessions/{sid}/observe", step)
+    retry = request(lb, "POST", f"/v1/sessions/{sid}/observe", step)
     if expect(retry, 200, "retry of the last step") != last:
         raise SmokeFailure("a retried step answered differently from the original")
     if retry.headers.get("seqcast-replayed") != "true":
         raise SmokeFailure("a retried step was not marked Seqcast-Replayed: true")
-    after = expect(request(lb_port, "GET", f"/v1/sessions/{sid}"), 200, "describe session")
+    after = expect(request(lb, "GET", f"/v1/sessions/{sid}"), 200, "describe session")
     if after["offset"] != offset:
         raise SmokeFailure(f"a retried step moved the session to offset {after['offset']}")
     say(f"retry of the last step (via {replica(retry)}): same answer, replayed, offset {offset}")
-    expect(request(lb_port, "DELETE", f"/v1/sessions/{sid}"), 204, "delete session")
+    expect(request(lb, "DELETE", f"/v1/sessions/{sid}"), 204, "delete session")
 
 
-def check_failover(engine: Engine, lb_port: int, name: str, replicas: dict[str, str]) -> None:
+def check_failover(engine: Engine, lb: Endpoint, name: str, replicas: dict[str, str]) -> None:
     """A replica stopped mid-stream: the session goes on, through nginx, on the other one."""
     chunks = [4, 3, 5, 2, 6, 1, 7, 3]
     values = sine(sum(chunks), 3)
-    whole = one_shot(lb_port, name, values)
-    sid = expect(request(lb_port, "POST", f"/v1/models/{name}/sessions", {}), 201, "create")[
-        "session"
-    ]
+    whole = one_shot(lb, name, values)
+    sid = expect(request(lb, "POST", f"/v1/models/{name}/sessions", {}), 201, "create")["session"]
     victim = sorted(replicas.values())[0]
     offset = 0
     preds: list[float] = []
@@ -522,7 +553,7 @@ def check_failover(engine: Engine, lb_port: int, name: str, replicas: dict[str, 
             seen.append("|")
         step = {"offset": offset, "values": values[offset : offset + size]}
         t0 = time.monotonic()
-        reply = request(lb_port, "POST", f"/v1/sessions/{sid}/observe", step)
+        reply = request(lb, "POST", f"/v1/sessions/{sid}/observe", step)
         body = expect(reply, 200, f"observe at offset {offset}")
         upstream = reply.headers.get("x-seqcast-upstream", "?")
         # nginx lists every address it tried; the last one answered.
@@ -537,6 +568,58 @@ def check_failover(engine: Engine, lb_port: int, name: str, replicas: dict[str, 
         raise SmokeFailure(f"{victim} answered after it was stopped: {after}")
     worst = close(preds, [float(p) for p in whole["predictions"]], "session across the failover")
     say(f"the session continued on the other replica; equal to one-shot (max |diff| {worst:.2e})")
+
+
+def check_auth(lb: Endpoint, name: str, other_key: str) -> None:
+    """API keys through nginx: enforced, both header forms, health open, sessions per key."""
+    if lb.key is None:
+        raise SmokeFailure("the stack's endpoint has no key to check")
+    anonymous = Endpoint(lb.port)
+    other = Endpoint(lb.port, other_key)
+    digest = hashlib.sha256(other_key.encode()).hexdigest()
+    predict = f"/v1/models/{name}/predict"
+    body = {"series": [{"values": sine(5)}]}
+    refused: list[tuple[str, str, dict[str, str], str]] = [
+        ("GET", "/v1/models", {}, "GET /v1/models without a key"),
+        ("POST", predict, {}, "predict without a key"),
+        ("POST", f"/v1/models/{name}/sessions", {}, "create session without a key"),
+        ("GET", "/v1/models", {"Authorization": f"Bearer not-{lb.key}"}, "a wrong Bearer key"),
+        ("POST", predict, {"X-API-Key": f"not-{lb.key}"}, "a wrong X-API-Key"),
+        # The configured hash is not itself a key.
+        ("GET", "/v1/models", {"Authorization": f"Bearer {digest}"}, "a key's sha256 as key"),
+    ]
+    for method, path, headers, what in refused:
+        reply = request(anonymous, method, path, body if method == "POST" else None, 60, headers)
+        error = expect(reply, 401, what)
+        if not isinstance(error, dict) or error.get("error", {}).get("status") != 401:
+            raise SmokeFailure(f"{what}: 401 without the error shape: {reply.body[:300]!r}")
+    say("no key, a wrong key (either header), or a key's sha256: 401 (models, predict, sessions)")
+    for path in ("/healthz", "/readyz"):
+        expect(request(anonymous, "GET", path), 200, f"{path} without a key")
+    say("/healthz and /readyz without a key: 200")
+    header = {"X-API-Key": lb.key}
+    expect(request(anonymous, "POST", predict, body, headers=header), 200, "X-API-Key predict")
+    expect(request(other, "GET", "/v1/models"), 200, "the key configured by its sha256")
+    say("X-API-Key accepted; a key configured as name:sha256:<hex> accepted")
+
+    sid = expect(request(lb, "POST", f"/v1/models/{name}/sessions", {}), 201, "create")["session"]
+    step = {"offset": 0, "values": sine(3)}
+    for method, path, sent in [
+        ("GET", f"/v1/sessions/{sid}?state=true", None),
+        ("POST", f"/v1/sessions/{sid}/observe", step),
+        ("DELETE", f"/v1/sessions/{sid}", None),
+    ]:
+        reply = request(other, method, path, sent)
+        if reply.status not in (403, 404):
+            raise SmokeFailure(
+                f"{method} {path} with another key: HTTP {reply.status}, expected 403 or 404: "
+                f"{reply.body[:300]!r}"
+            )
+    info = expect(request(lb, "GET", f"/v1/sessions/{sid}"), 200, "describe own session")
+    if info["offset"] != 0:
+        raise SmokeFailure(f"another key's step moved the session to offset {info['offset']}")
+    expect(request(lb, "DELETE", f"/v1/sessions/{sid}"), 204, "delete own session")
+    say("a session is invisible to another key (describe, observe, delete: 403/404)")
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
@@ -572,14 +655,14 @@ def wheel_server(directory: str | None) -> Iterator[dict[str, str]]:
         server.server_close()
 
 
-def served_version(lb_port: int, name: str) -> int:
-    reply = request(lb_port, "GET", f"/v1/models/{name}", timeout=5)
+def served_version(lb: Endpoint, name: str) -> int:
+    reply = request(lb, "GET", f"/v1/models/{name}", timeout=5)
     return int(reply.json()["default_version"]) if reply.status == 200 else -1
 
 
-def check_train(engine: Engine, env: dict[str, str], lb_port: int, name: str, epochs: int) -> None:
+def check_train(engine: Engine, env: dict[str, str], lb: Endpoint, name: str, epochs: int) -> None:
     """The train profile adds a version to the models volume; restarted replicas serve it."""
-    before = expect(request(lb_port, "GET", f"/v1/models/{name}"), 200, "model info")
+    before = expect(request(lb, "GET", f"/v1/models/{name}"), 200, "model info")
     new = max(before["versions"]) + 1
     cell = before["latest"]["cell"]
     t0 = time.monotonic()
@@ -606,7 +689,7 @@ def check_train(engine: Engine, env: dict[str, str], lb_port: int, name: str, ep
     say(f"train job ({time.monotonic() - t0:.1f}s): {summary[-1] if summary else out[-300:]}")
     if not any(f"/app/models/{name}/{new}" in line for line in summary):
         raise SmokeFailure(f"the train job did not report writing {name}/{new}:\n{out[-1500:]}")
-    if served_version(lb_port, name) != max(before["versions"]):
+    if served_version(lb, name) != max(before["versions"]):
         raise SmokeFailure("the replicas changed versions before they were restarted")
 
     t0 = time.monotonic()
@@ -616,13 +699,13 @@ def check_train(engine: Engine, env: dict[str, str], lb_port: int, name: str, ep
 
     # Every replica, through nginx (which follows their new addresses), serves it.
     def all_new() -> bool:
-        return all(served_version(lb_port, name) == new for _ in range(4))
+        return all(served_version(lb, name) == new for _ in range(4))
 
     wait_for(f"{name} v{new} through nginx", all_new, timeout=60)
     say(f"restarted replicas serve {name} v{new} ({time.monotonic() - t0:.1f}s)")
     values = sine(30)
     path = f"/v1/models/{name}/versions/{new}/predict"
-    series = expect(request(lb_port, "POST", path, {"series": [{"values": values}]}), 200, path)
+    series = expect(request(lb, "POST", path, {"series": [{"values": values}]}), 200, path)
     say(f"predict {name} v{new}: forecast {series['series'][0]['forecast']}")
 
 
@@ -672,7 +755,11 @@ def main(argv: list[str] | None = None) -> int:
     # listens on would silently send the checks to that process instead.
     args.port = args.port or free_port()
     args.lb_port = args.lb_port or free_port()
-    env = compose_env(args.image, args.train_image, args.lb_port)
+    # Fresh keys every run: the stack's own, and a second client's for the auth phase.
+    key, other_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    single = Endpoint(args.port)  # the image's defaults: no keys
+    lb = Endpoint(args.lb_port, key)
+    env = compose_env(args.image, args.train_image, args.lb_port, api_keys_setting(key, other_key))
     timings: dict[str, float] = {}
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the finally block cleans up.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -687,21 +774,23 @@ def main(argv: list[str] | None = None) -> int:
         with phase("inspect", timings):
             check_image(engine, args.image)
         with phase("run", timings):
-            name = check_single(engine, args.image, args.port, args.model)
+            name = check_single(engine, args.image, single, args.model)
         with phase("drain", timings):
-            check_drain(engine, args.port, name, args.drain_clients, args.drain_steps)
+            check_drain(engine, single, name, args.drain_clients, args.drain_steps)
         with phase("compose", timings):
-            replicas = check_compose(engine, env, args.lb_port)
+            replicas = check_compose(engine, env, lb)
         with phase("stream", timings):
-            check_stream(args.lb_port, name, replicas)
+            check_stream(lb, name, replicas)
         with phase("failover", timings):
-            check_failover(engine, args.lb_port, name, replicas)
+            check_failover(engine, lb, name, replicas)
+        with phase("auth", timings):
+            check_auth(lb, name, other_key)
         if args.train:
             with phase("train-build", timings), wheel_server(args.torch_wheels) as build_args:
                 if not args.no_build:
                     engine.build(args.train_image, target="train", args=build_args)
             with phase("train", timings):
-                check_train(engine, env, args.lb_port, name, args.train_epochs)
+                check_train(engine, env, lb, name, args.train_epochs)
         ok = True
     except SmokeFailure as exc:
         say(f"\nFAILED: {exc}")
@@ -712,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep and ok:
             say(f"\nstack left running on http://127.0.0.1:{args.lb_port} (--keep)")
+            say(f"its API key (this run's, throwaway): Authorization: Bearer {key}")
             sh([engine.name, "rm", "-f", "-t", "5", CONTAINER], check=False)
         else:
             with phase("teardown", timings):
