@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from service.manifest import NAME_PATTERN, Manifest, TensorSpec, shapes_match
+from training.manifest import NAME_PATTERN, Manifest, TensorSpec, shapes_match
 
 log = logging.getLogger(__name__)
 

@@ -205,7 +205,7 @@ def _plan(
 ) -> tuple[Series, list[TrainConfig]]:
     """Validate everything the run needs; raises UsageError or DataError before any write."""
     from training.data import check_length
-    from training.names import check_name
+    from training.manifest import check_name
 
     configs = [_config(args, cell) for cell in cells]
     for name in names:

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from training.names import check_name
+from training.manifest import check_name
 from training.onnx_export import OPSET, io_shapes
 from training.pipeline import Trained
 

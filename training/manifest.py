@@ -1,12 +1,26 @@
-"""The manifest of one model version (docs/model-repository.md, format_version 1)."""
+"""The manifest of one model version (docs/model-repository.md, format_version 1).
+
+The one schema of the model repository: training builds and validates its manifests with it
+before writing them, and the service validates what it loads with it. The service imports
+this module, so it must stay torch-free: pydantic and the standard library only.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Model names: also the directory names of the repository, so no path separators.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def check_name(name: str) -> None:
+    """Raise ValueError unless `name` can name a model (checked before any training starts)."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"model name {name!r} must match {NAME_PATTERN}")
 
 
 class _Model(BaseModel):
@@ -55,7 +69,7 @@ class StandardScaler(_Model):
         return self.mean, self.std
 
 
-Scaler = Annotated[MinMaxScaler | StandardScaler, Field(discriminator="kind")]
+ScalerSpec = Annotated[MinMaxScaler | StandardScaler, Field(discriminator="kind")]
 Dim = int | str | None
 
 
@@ -80,7 +94,7 @@ class Manifest(_Model):
     architecture: Architecture
     features: list[str] = Field(min_length=1)
     targets: list[str] = Field(min_length=1)
-    scalers: dict[str, Scaler]
+    scalers: dict[str, ScalerSpec]
     window: int = Field(ge=1)
     onnx: OnnxInfo
     training: dict[str, Any]
