@@ -1,5 +1,9 @@
 """Writing a model version: models/<name>/<version>/{model.onnx, manifest.json, report/}.
 
+The manifest is built with the schema the service loads with (training/manifest.py) and
+checked against the directory and the model bytes before anything is written, so a
+training run cannot write a version that the service would refuse.
+
 A version directory appears complete or not at all: it is assembled in a hidden temporary
 directory beside it and renamed into place. Versions auto-increment and an existing one is
 never overwritten: if the number is taken by the time of the rename, the next one is used.
@@ -20,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from training.manifest import check_name
+from training.manifest import Manifest, check_name
 from training.onnx_export import OPSET, io_shapes
 from training.pipeline import Trained
 
@@ -51,60 +55,69 @@ def library_versions() -> dict[str, str]:
 
 def build_manifest(
     trained: Trained, name: str, version_: int, onnx_bytes: bytes, parity: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything the service needs, and everything needed to reproduce the model."""
+) -> Manifest:
+    """Everything the service needs, and everything needed to reproduce the model.
+
+    Raises pydantic's ValidationError (a ValueError) if the result breaks the schema.
+    """
     s, cfg, h = trained.series, trained.config, trained.history
     dataset: dict[str, Any] = {"name": s.name, "sha256": s.sha256, "rows": s.rows}
     if s.noise_seed is not None:
         dataset["noise_seed"] = s.noise_seed
-    return {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "version": version_,
-        "architecture": trained.model.architecture(),
-        "features": list(s.feature_names),
-        "targets": list(s.target_names),
-        "scalers": {n: sc.to_dict() for n, sc in trained.scalers.items()},
-        "window": cfg.window,
-        "onnx": {
-            "file": MODEL_FILE,
-            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-            "opset": OPSET,
-            **io_shapes(trained.model),
-            "parity": parity,
-        },
-        "training": {
-            "dataset": dataset,
-            "split": {
-                "train": trained.split.train_end,
-                "validation": trained.split.val_end - trained.split.train_end,
-                "test": trained.split.n_test,
+    return Manifest.model_validate(
+        {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": version_,
+            "architecture": trained.model.architecture(),
+            "features": list(s.feature_names),
+            "targets": list(s.target_names),
+            "scalers": {n: sc.to_dict() for n, sc in trained.scalers.items()},
+            "window": cfg.window,
+            "onnx": {
+                "file": MODEL_FILE,
+                "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+                "opset": OPSET,
+                **io_shapes(trained.model),
+                "parity": parity,
             },
-            "config": cfg.to_dict(),
-            "seed": cfg.seed,
-            "epochs": h.epochs_run,
-            "best_epoch": h.best_epoch,
-            "fit_seconds": round(h.seconds, 2),
-            "versions": library_versions(),
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-        "metrics": trained.evaluation.summary(),
-    }
+            "training": {
+                "dataset": dataset,
+                "split": {
+                    "train": trained.split.train_end,
+                    "validation": trained.split.val_end - trained.split.train_end,
+                    "test": trained.split.n_test,
+                },
+                "config": cfg.to_dict(),
+                "seed": cfg.seed,
+                "epochs": h.epochs_run,
+                "best_epoch": h.best_epoch,
+                "fit_seconds": round(h.seconds, 2),
+                "versions": library_versions(),
+                "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            "metrics": trained.evaluation.summary(),
+        }
+    )
 
 
 def write_version(
     repo: Path,
     name: str,
     onnx_bytes: bytes,
-    manifest_for: Callable[[int], dict[str, Any]],
+    manifest_for: Callable[[int], Manifest],
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write the next version of `name` atomically; returns its directory.
 
     `manifest_for(version)` builds the manifest once the number is known; `extra(dir)` may add
-    files (the report) to the version directory before it becomes visible.
+    files (the report) to the version directory before it becomes visible. A bad name, or a
+    manifest that disagrees with its directory or the model bytes, is refused (ValueError)
+    before anything is written.
     """
     check_name(name)
+    number = _next_version(repo, name)
+    text = _manifest_text(manifest_for(number), name, number, onnx_bytes)
     base = repo / name
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
@@ -113,22 +126,50 @@ def write_version(
         if extra is not None:
             extra(tmp)
         for _ in range(_ATTEMPTS):
-            number = max(existing_versions(repo, name), default=0) + 1
             target = base / str(number)
-            text = json.dumps(manifest_for(number), indent=2) + "\n"
-            (tmp / MANIFEST_FILE).write_text(text)
-            if target.exists():
-                continue
-            try:
-                os.rename(tmp, target)  # atomic; fails if target appeared and is not empty
-            except OSError:
-                if target.exists():
-                    continue
-                raise
-            os.chmod(target, 0o755)  # mkdtemp creates it 0700
-            log.info("wrote %s", target)
-            return target
+            if not target.exists():
+                (tmp / MANIFEST_FILE).write_text(text)
+                try:
+                    os.rename(tmp, target)  # atomic; fails if target appeared and is not empty
+                except OSError:
+                    if not target.exists():
+                        raise
+                else:
+                    os.chmod(target, 0o755)  # mkdtemp creates it 0700
+                    log.info("wrote %s", target)
+                    return target
+            # Another writer took the number meanwhile: the manifest must name the next one.
+            number = _next_version(repo, name)
+            text = _manifest_text(manifest_for(number), name, number, onnx_bytes)
         raise RuntimeError(f"could not claim a version of {name} under {repo}")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _next_version(repo: Path, name: str) -> int:
+    return max(existing_versions(repo, name), default=0) + 1
+
+
+def _manifest_text(manifest: Manifest, name: str, number: int, onnx_bytes: bytes) -> str:
+    """manifest.json for `<name>/<number>/`, once it agrees with everything the service checks.
+
+    The schema has validated the manifest itself; what it cannot see is where the manifest
+    lands and which bytes lie beside it, and the service refuses a mismatch in either.
+    """
+    if (manifest.name, manifest.version) != (name, number):
+        raise ValueError(
+            f"manifest says {manifest.name}/{manifest.version} but would be written "
+            f"to {name}/{number}"
+        )
+    if manifest.onnx.file != MODEL_FILE:
+        raise ValueError(f"manifest onnx.file is {manifest.onnx.file!r}, not {MODEL_FILE!r}")
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    if manifest.onnx.sha256 != digest:
+        raise ValueError(
+            f"manifest onnx.sha256 is {manifest.onnx.sha256}, the model bytes hash to {digest}"
+        )
+    # mode="json" gives strict JSON (a NaN metric becomes null). exclude_none stays off: an
+    # optional field written as null reads back as None all the same, and no key of the
+    # training or metrics blocks silently disappears.
+    return json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
