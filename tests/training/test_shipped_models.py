@@ -54,18 +54,39 @@ def test_onnx_reproduces_the_manifest_and_generalizes(name: str) -> None:
     assert fresh["ratios"]["streaming_vs_persistence"] <= 0.8
 
 
+# Retraining on another CPU retraces the shipped run only as far as float rounding allows:
+# PyTorch's CPU kernels round differently per instruction set (AVX-512, AVX2, scalar), and
+# training is chaotic enough to amplify that. Measured against the shipped runs, on this
+# machine natively and with ATEN_CPU_CAPABILITY=default or MKL/oneDNN held to AVX2 (each
+# deterministic run to run): the loss of the first 3 epochs agrees to 2e-7 relative for all
+# three cells, while another seed already differs by 6e-3 or more in epoch 1. After that
+# the RNN's run drifts apart (2e-4 in epoch 6, up to 3e-2 later), early stopping keeps epoch 19
+# or 22 instead of 20, and its test metrics move by up to 3.6e-3 relative (sMAPE; 2e-3 MAE,
+# 6e-4 RMSE); LSTM and GRU stay within 6e-7. So: the first epochs must match tightly, which
+# proves the same data, split, scaling, initialisation and batch order; the final metrics
+# within 1 %, about three times the largest drift measured.
+RETRACED_EPOCHS = 3
+RETRACED_REL = 1e-5
+METRICS_REL = 1e-2
+BEST_EPOCH_DRIFT = 5  # measured: 19 to 22 for the RNN's 20
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_retraining_reproduces_the_shipped_metrics(name: str) -> None:
-    """Training again from the manifest's config gives the same metrics to 3 decimals."""
+def test_retraining_reproduces_the_shipped_run(name: str) -> None:
+    """Training again from the manifest's config retraces the shipped run and its metrics."""
     m = _manifest(name)
+    report = json.loads((MODELS / name / "1" / "report" / "metrics.json").read_text())[name]
     config = TrainConfig(**{**m["training"]["config"], "device": "cpu"})
     series = synthetic_sine(m["training"]["dataset"]["noise_seed"])
     assert series.sha256 == m["training"]["dataset"]["sha256"]
     trained = train(series, config)
+    h = trained.history
+    for kind, got in (("train", h.train_loss), ("val", h.val_loss)):
+        want = report["loss"][kind][:RETRACED_EPOCHS]
+        assert got[:RETRACED_EPOCHS] == pytest.approx(want, rel=RETRACED_REL), kind
     for way, block in m["metrics"]["test"].items():
         for metric, value in block.items():
             got = trained.evaluation.metrics[way][metric]
-            assert round(got, 3) == round(value, 3), (way, metric, got, value)
-    assert trained.history.epochs_run == m["training"]["epochs"]
-    assert trained.history.best_epoch == m["training"]["best_epoch"]
+            assert got == pytest.approx(value, rel=METRICS_REL), (way, metric)
+    assert abs(h.best_epoch - m["training"]["best_epoch"]) <= BEST_EPOCH_DRIFT
