@@ -1,4 +1,4 @@
-"""The application factory: settings in, FastAPI app out; models load in the lifespan."""
+"""The application factory: settings in, the service's ASGI app out; models load in the lifespan."""
 
 from __future__ import annotations
 
@@ -9,23 +9,22 @@ from typing import Any
 
 import onnxruntime as ort
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from service import __version__
-from service.api.body_limit import BodyLimitMiddleware
+from service.api.auth import load_keys
+from service.api.body_routes import add_body_routes
 from service.api.errors import install_error_handlers
-from service.api.fast_path import match_fast_path, serve_fast_path
-from service.api.routes import api_router
+from service.api.front_door import FrontDoor
+from service.api.routes import BODY_ROUTES, api_router
 from service.api.routes.docs import STATIC_PREFIX
-from service.api.schemas import PredictRequest
-from service.api.session_schemas import CreateSessionRequest, ObserveRequest
+from service.api.state import AppState, lifespan_state
 from service.providers import resolve_providers
+from service.redaction import install_log_context
 from service.repository import load_repository
 from service.runner import ModelRunner
-from service.sessions.factory import make_session_manager
+from service.sessions.factory import limits_of, make_session_manager
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,41 +52,22 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             )
         runner = ModelRunner(settings.inline_max_steps)
         sessions = make_session_manager(settings, repository, runner)
+        state = AppState(settings, repository, runner, sessions, limits_of(settings))
         try:
-            yield {
-                "repository": repository,
-                "settings": settings,
-                "runner": runner,
-                "sessions": sessions,
-            }
+            yield lifespan_state(state)
         finally:
             await sessions.store.aclose()
 
     return lifespan
 
 
-class SeqcastApp(FastAPI):
-    """FastAPI, with predict and observe answered before its middleware (api/fast_path.py)."""
-
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._fast_path = settings.fast_path
-        self._max_body_bytes = settings.max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._fast_path:
-            found = match_fast_path(scope)
-            if found is not None:
-                await serve_fast_path(scope, receive, send, found, self._max_body_bytes)
-                return
-        await super().__call__(scope, receive, send)
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FrontDoor:
     """A new service app; with no settings they are read from SEQCAST_ environment variables."""
     settings = settings or Settings()
-    app = SeqcastApp(
-        settings,
+    install_log_context()
+    # Bad key settings stop start-up here, with the entry at fault named.
+    keys = load_keys(settings.api_keys.get_secret_value(), settings.api_keys_file)
+    app = FastAPI(
         title="seqcast",
         version=__version__,
         summary="Recurrent time-series forecasts with the state to continue them.",
@@ -96,30 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(api_router)
+    add_body_routes(app.router, BODY_ROUTES)
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
-    _describe_manual_bodies(app)
-    return app
-
-
-def _describe_manual_bodies(app: FastAPI) -> None:
-    """Put the hand-validated request bodies into the OpenAPI components routes refer to."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                routes=app.routes,
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for body in (PredictRequest, CreateSessionRequest, ObserveRequest):
-                request_schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(request_schema.pop("$defs", {}))
-                components[body.__name__] = request_schema
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    return FrontDoor(app, settings, keys)

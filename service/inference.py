@@ -14,17 +14,15 @@ import numpy as np
 
 from service.repository import LoadedModel
 
-F32_MAX = float(np.finfo(np.float32).max)
-
 
 @dataclass(slots=True)
 class SeriesInput:
-    """One series to predict over, in original units."""
+    """One series to predict over, in original units, already checked (service.inputs)."""
 
-    values: np.ndarray  # (time, features) float32, |value| <= F32_MAX, time >= 1
+    values: np.ndarray  # (time, features) float32, time >= 1, in range once scaled
     h: np.ndarray | None = None  # (num_layers, hidden) float32; None starts from zeros
     c: np.ndarray | None = None  # (num_layers, hidden) float32; LSTM only
-    horizon: int = 1
+    horizon: int = 1  # > 1 only for a model whose targets are its features
 
 
 @dataclass(slots=True)
@@ -37,51 +35,22 @@ class SeriesOutput:
     c: np.ndarray | None  # (num_layers, hidden) for LSTM, else None
 
 
-class InferenceInputError(ValueError):
-    """An input cannot be fed to the model; `series` and `index` say where."""
-
-    def __init__(self, message: str, series: int, index: int | None = None) -> None:
-        super().__init__(message)
-        self.series = series
-        self.index = index
-
-
 def work_steps(inputs: Sequence[SeriesInput]) -> int:
     """Recurrent steps a request costs: observed values plus rolled-out forecast steps."""
     return sum(s.values.shape[0] + s.horizon - 1 for s in inputs)
 
 
-class Forecaster:
-    """Runs one loaded model over a batch of series."""
+class InferenceCore:
+    """Runs one loaded model over a batch of series (inputs checked by service.inputs)."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self._lstm = model.manifest.is_lstm
         self._num_layers, self._hidden = model.state_shape
-        self._roll_out = model.manifest.can_roll_out
         self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
-        # scaled = value * _x_mul + _x_add, the manifest's (value - offset) / scale.
-        x_offset, x_scale = model.x_offset.astype(np.float64), model.x_scale.astype(np.float64)
-        self._x_mul64, self._x_add64 = 1.0 / x_scale, -x_offset / x_scale
-        self._x_mul, self._x_add = (
-            self._x_mul64.astype(np.float32),
-            self._x_add64.astype(np.float32),
-        )
-        # When no value within float32 range can leave it once scaled (every scale above
-        # about 1, the common case), float32 arithmetic is safe and needs no range check.
-        mul, add = float(np.abs(self._x_mul64).max()), float(np.abs(self._x_add64).max())
-        self._scale_is_safe = mul <= 0.99 and add <= 1e-3 * F32_MAX
 
     def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
         """Predictions, forecast and final state for every series, in input order."""
-        if not self._roll_out:
-            for i, s in enumerate(inputs):
-                if s.horizon != 1:
-                    raise InferenceInputError(
-                        "horizon must be 1: this model's targets are not its features, "
-                        "so it cannot roll forward on its own predictions",
-                        series=i,
-                    )
         results: list[SeriesOutput] = [None] * len(inputs)  # type: ignore[list-item]
         # Series that need more forecast steps, with their scaled last prediction and state.
         pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
@@ -112,7 +81,7 @@ class Forecaster:
             x = inputs[indices[0]].values[None]  # (1, T, F)
         else:
             x = np.stack([inputs[i].values for i in indices])  # (B, T, F)
-        x = self._scale(x, indices)
+        x = self._scale(x)
         h0 = self._initial(inputs, indices, "h")
         c0 = self._initial(inputs, indices, "c") if self._lstm else None
         return self._run(x, h0, c0)
@@ -123,25 +92,16 @@ class Forecaster:
         feeds = {"x": x, "h0": h0}
         if c0 is not None:
             feeds["c0"] = c0
-        outputs = self.model.session.run(self._output_names, feeds)
+        outputs = self.model.ort_session.run(self._output_names, feeds)
         return outputs[0], outputs[1], outputs[2] if c0 is not None else None
 
-    def _scale(self, x: np.ndarray, indices: list[int]) -> np.ndarray:
-        if self._scale_is_safe:
-            scaled: np.ndarray = x * self._x_mul + self._x_add
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        m = self.model
+        if m.scale_is_safe:
+            scaled: np.ndarray = x * m.x_mul + m.x_add
             return scaled
-        # float64 cannot overflow here; check the float32 range before narrowing.
-        wide = x * self._x_mul64 + self._x_add64
-        too_large = np.abs(wide) > F32_MAX
-        if too_large.any():
-            b, t, _ = np.argwhere(too_large)[0]
-            raise InferenceInputError(
-                f"value is too large for this model: it overflows float32 (max {F32_MAX:.4g}) "
-                "once scaled",
-                series=indices[int(b)],
-                index=int(t),
-            )
-        return wide.astype(np.float32)
+        # Values were checked to stay in float32 range once scaled; compute in float64.
+        return (x * m.x_mul64 + m.x_add64).astype(np.float32)  # type: ignore[no-any-return]
 
     def _initial(self, inputs: Sequence[SeriesInput], indices: list[int], which: str) -> np.ndarray:
         if len(indices) == 1:

@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+# Largest finite float32: every number the service accepts lies within it.
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 class ModelLoadError(Exception):
@@ -34,7 +37,7 @@ class LoadedModel:
     """One servable model version: its manifest, its ONNX Runtime session and scalers."""
 
     manifest: Manifest
-    session: ort.InferenceSession
+    ort_session: ort.InferenceSession  # shared by every request (safe to run concurrently)
     path: Path
     providers: list[str]
     # Affine scalers as float32 vectors: scaled = (value - offset) / scale.
@@ -42,6 +45,14 @@ class LoadedModel:
     x_scale: np.ndarray
     y_offset: np.ndarray
     y_scale: np.ndarray
+    # The input scaler as scaled = value * x_mul + x_add, in float64 and float32.
+    x_mul64: np.ndarray
+    x_add64: np.ndarray
+    x_mul: np.ndarray
+    x_add: np.ndarray
+    # True when no float32 value can leave float32 range once scaled (every scale above
+    # about 1, the common case): scaling then needs neither float64 nor a range check.
+    scale_is_safe: bool
 
     @property
     def name(self) -> str:
@@ -60,8 +71,9 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class LoadFailure:
-    path: str
+    model: str  # "<name>/<version>" (or the bad directory name) under the model directory
     reason: str
+    path: str  # the full path: for the operator's log only, never answered
 
 
 @dataclass
@@ -93,7 +105,7 @@ def load_repository(
         if model_path.name.startswith("."):
             continue
         if not _NAME_RE.match(model_path.name):
-            _fail(repo, model_path, f"directory name must match {NAME_PATTERN}")
+            _fail(repo, model_path, model_path.name, f"directory name must match {NAME_PATTERN}")
             continue
         for version_path in sorted(p for p in model_path.iterdir() if p.is_dir()):
             if version_path.name.startswith("."):
@@ -103,7 +115,7 @@ def load_repository(
                     raise ModelLoadError("version directory must be a positive integer")
                 model = load_version(version_path, providers, options)
             except ModelLoadError as exc:
-                _fail(repo, version_path, str(exc))
+                _fail(repo, version_path, f"{model_path.name}/{version_path.name}", str(exc))
                 continue
             repo.models.setdefault(model.name, {})[model.version] = model
             log.info(
@@ -116,9 +128,9 @@ def load_repository(
     return repo
 
 
-def _fail(repo: ModelRepository, path: Path, reason: str) -> None:
+def _fail(repo: ModelRepository, path: Path, model: str, reason: str) -> None:
     log.error("skipping model %s: %s", path, reason)
-    repo.failures.append(LoadFailure(path=str(path), reason=reason))
+    repo.failures.append(LoadFailure(model=model, reason=reason, path=str(path)))
 
 
 def load_version(path: Path, providers: list[str], options: ort.SessionOptions) -> LoadedModel:
@@ -139,7 +151,7 @@ def load_version(path: Path, providers: list[str], options: ort.SessionOptions) 
         )
     model = LoadedModel(
         manifest=manifest,
-        session=session,
+        ort_session=session,
         path=path,
         providers=list(session.get_providers()),
         **_scaler_vectors(manifest),
@@ -206,7 +218,7 @@ def _check_graph(session: ort.InferenceSession, manifest: Manifest) -> None:
                 )
 
 
-def _scaler_vectors(manifest: Manifest) -> dict[str, np.ndarray]:
+def _scaler_vectors(manifest: Manifest) -> dict[str, Any]:
     def vectors(columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
         pairs = [manifest.scalers[c].affine() for c in columns]
         offset = np.array([p[0] for p in pairs], dtype=np.float32)
@@ -215,7 +227,20 @@ def _scaler_vectors(manifest: Manifest) -> dict[str, np.ndarray]:
 
     x_offset, x_scale = vectors(manifest.features)
     y_offset, y_scale = vectors(manifest.targets)
-    return {"x_offset": x_offset, "x_scale": x_scale, "y_offset": y_offset, "y_scale": y_scale}
+    x_mul64 = 1.0 / x_scale.astype(np.float64)
+    x_add64 = -x_offset.astype(np.float64) * x_mul64
+    safe = float(np.abs(x_mul64).max()) <= 0.99 and float(np.abs(x_add64).max()) <= 1e-3 * F32_MAX
+    return {
+        "x_offset": x_offset,
+        "x_scale": x_scale,
+        "y_offset": y_offset,
+        "y_scale": y_scale,
+        "x_mul64": x_mul64,
+        "x_add64": x_add64,
+        "x_mul": x_mul64.astype(np.float32),
+        "x_add": x_add64.astype(np.float32),
+        "scale_is_safe": safe,
+    }
 
 
 def _warm_up(model: LoadedModel) -> None:
@@ -228,7 +253,7 @@ def _warm_up(model: LoadedModel) -> None:
     if model.manifest.is_lstm:
         feeds["c0"] = np.zeros((a.num_layers, 1, a.hidden_size), dtype=np.float32)
     try:
-        outputs = model.session.run(None, feeds)
+        outputs = model.ort_session.run(None, feeds)
     except Exception as exc:  # a graph that loads but cannot run is as broken as a bad file
         raise ModelLoadError(f"warm-up run failed: {exc}") from exc
     if outputs[0].shape != (1, 2, a.output_size):

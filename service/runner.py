@@ -5,7 +5,7 @@ thread, so small calls run on the event loop (`inline_max_steps`, measured in
 docs/benchmarks.md); larger ones go to the thread pool and never block the loop.
 
 Small calls for the same model that arrive together are answered by one
-`Forecaster.predict`: the first schedules a flush for the next turn of the event
+`InferenceCore.predict`: the first schedules a flush for the next turn of the event
 loop, and every call made before that turn joins it. Under concurrent load this
 turns many `session.run` calls of batch 1 into one of batch N, at the cost of one
 loop turn of latency; a lone request waits for nothing. Predictions do not depend
@@ -21,7 +21,7 @@ from weakref import WeakKeyDictionary
 
 from anyio.to_thread import run_sync
 
-from service.inference import Forecaster, SeriesInput, SeriesOutput, work_steps
+from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_steps
 from service.repository import LoadedModel
 
 
@@ -37,21 +37,29 @@ class ModelRunner:
 
     def __init__(self, inline_max_steps: int) -> None:
         self._inline_max_steps = inline_max_steps
-        # One Forecaster per loaded model version: it precomputes the scaling vectors.
-        self._forecasters: WeakKeyDictionary[LoadedModel, Forecaster] = WeakKeyDictionary()
+        # One InferenceCore per loaded model version: it precomputes the scaling vectors.
+        self._cores: WeakKeyDictionary[LoadedModel, InferenceCore] = WeakKeyDictionary()
         self._waiting: dict[LoadedModel, list[_Call]] = {}
 
-    def forecaster(self, model: LoadedModel) -> Forecaster:
-        forecaster = self._forecasters.get(model)
-        if forecaster is None:
-            forecaster = self._forecasters[model] = Forecaster(model)
-        return forecaster
+    def core(self, model: LoadedModel) -> InferenceCore:
+        core = self._cores.get(model)
+        if core is None:
+            core = self._cores[model] = InferenceCore(model)
+        return core
 
-    async def run(self, model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
-        """The inference core's outputs for `inputs`; its InferenceInputError passes through."""
+    async def run(
+        self, model: LoadedModel, inputs: Sequence[SeriesInput], *, alone: bool = False
+    ) -> list[SeriesOutput]:
+        """The inference core's outputs for `inputs` (checked by service.inputs).
+
+        `alone`: run these inputs as one batch of their own, never joined with other
+        calls, so that running them again gives bit-identical outputs.
+        """
         steps = work_steps(inputs)
         if steps > self._inline_max_steps:
-            return await run_sync(self.forecaster(model).predict, inputs)
+            return await run_sync(self.core(model).predict, inputs)
+        if alone:
+            return self.core(model).predict(inputs)
         loop = asyncio.get_running_loop()
         waiting = self._waiting.get(model)
         if waiting is None:
@@ -63,9 +71,9 @@ class ModelRunner:
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)
-        forecaster = self.forecaster(model)
+        core = self.core(model)
         for batch in _batches(calls, self._inline_max_steps):
-            _run_batch(forecaster, batch)
+            _run_batch(core, batch)
 
 
 def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:
@@ -82,11 +90,11 @@ def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:
         yield batch
 
 
-def _run_batch(forecaster: Forecaster, batch: list[_Call]) -> None:
+def _run_batch(core: InferenceCore, batch: list[_Call]) -> None:
     live = [call for call in batch if not call.future.done()]  # a cancelled caller is gone
     if len(live) > 1:
         try:
-            outputs = forecaster.predict([s for call in live for s in call.inputs])
+            outputs = core.predict([s for call in live for s in call.inputs])
         except Exception:
             # An input error belongs to one caller: answer each alone below, so that only
             # the caller at fault gets it and the others their predictions.
@@ -100,6 +108,6 @@ def _run_batch(forecaster: Forecaster, batch: list[_Call]) -> None:
             return
     for call in live:
         try:
-            call.future.set_result(forecaster.predict(call.inputs))
+            call.future.set_result(core.predict(call.inputs))
         except Exception as exc:
             call.future.set_exception(exc)

@@ -10,6 +10,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from service.redaction import LOG_FORMAT, RedactingFormatter, install_log_context
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,12 @@ def run(overrides: dict[str, object]) -> int:
     # overrides travel to them as SEQCAST_ variables.
     for key, value in overrides.items():
         os.environ[f"SEQCAST_{key.upper()}"] = str(value)
+    install_log_context()
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     logging.basicConfig(
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
     log.info(
         "serving %s on http://%s:%d with %d worker(s)",
@@ -52,7 +56,9 @@ def run(overrides: dict[str, object]) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        # The front door writes the access log (session ids redacted, request ids in).
+        access_log=False,
+        log_config=None,  # uvicorn's records go to the handler above
         **uvicorn_options(),  # type: ignore[arg-type]
     )
     return 0

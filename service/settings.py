@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Groups of paths SEQCAST_AUTH_EXEMPT can free from needing a key.
+AUTH_EXEMPT_GROUPS = ("health", "docs")
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
@@ -21,7 +24,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     log_level: LogLevel = "info"
-    access_log: bool = True  # one uvicorn log line per request
+    # One log line per request from the front door: method, path (session ids as short
+    # tags), status, duration, request id and key name.
+    access_log: bool = True
 
     # Models and how they run.
     model_dir: Path = Path("models")
@@ -35,9 +40,18 @@ class Settings(BaseSettings):
     # Requests whose work (series x (time steps + horizon)) is at most this many steps run
     # inline on the event loop; larger ones go to the thread pool (see docs/api.md).
     inline_max_steps: Annotated[int, Field(ge=0)] = 1024
-    # Answer predict requests straight from ASGI, ahead of FastAPI's routing (same answers,
-    # less overhead per request; see docs/benchmarks.md). Off: the FastAPI routes answer.
-    fast_path: bool = True
+
+    # API keys (docs/security.md). Either or both; none set: no key is asked for.
+    # Entries are name:secret or name:sha256:<hex>, comma-separated here ...
+    api_keys: SecretStr = SecretStr("")
+    # ... or one per line in this file (blank lines and # comments allowed).
+    api_keys_file: Path | None = None
+    # Paths answered without a key when keys are on: "health" (/healthz, /readyz),
+    # "docs" (/docs, /openapi.json and their assets); comma-separated, or "none".
+    auth_exempt: str = "health"
+    # Browser origins (scheme://host[:port]) allowed besides the service's own host:
+    # requests from other origins get 403, and these get CORS headers. Empty: none.
+    allowed_origins: str = ""
 
     # Request limits.
     max_series_per_request: Annotated[int, Field(ge=1)] = 256
@@ -48,11 +62,20 @@ class Settings(BaseSettings):
     # Server-held sessions (docs/sessions.md).
     # "memory": in this process, bounded by session_max; "redis": shared by every replica.
     session_store: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # May hold a password (redis://:secret@host:6379/0); it is redacted everywhere.
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     # Seconds a session lives without a step; each applied step starts the clock again.
     session_ttl_s: Annotated[float, Field(gt=0)] = 3600.0
     # Memory store only: live sessions at most; beyond it creation answers 503.
     session_max: Annotated[int, Field(ge=1)] = 100_000
+    # Per API key (or for everyone, when keys are off): live sessions at most, and
+    # creates per second with a burst; beyond them creation answers 429 + Retry-After.
+    session_quota_live: Annotated[int, Field(ge=1)] = 10_000
+    session_quota_rate: Annotated[float, Field(gt=0)] = 50.0
+    session_quota_burst: Annotated[int, Field(ge=1)] = 500
+    # The largest last answer a session keeps for a retry; a larger step is recomputed
+    # from the state before it on a retry. Bounds each session's memory (docs/sessions.md).
+    session_replay_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024
     # Redis connect and command timeout: how long a request may wait before a 503.
     redis_timeout_s: Annotated[float, Field(gt=0)] = 1.0
     # Redis connections per service process; more concurrent steps wait for one.
@@ -69,6 +92,35 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"providers lists a name twice: {value!r}")
         return ",".join(names)
+
+    @field_validator("auth_exempt")
+    @classmethod
+    def _exempt_groups(cls, value: str) -> str:
+        groups = {g.strip() for g in value.split(",") if g.strip()} - {"none"}
+        unknown = groups - set(AUTH_EXEMPT_GROUPS)
+        if unknown:
+            raise ValueError(
+                f"auth_exempt names unknown group(s) {sorted(unknown)}; "
+                f"known: {sorted(AUTH_EXEMPT_GROUPS)} or 'none'"
+            )
+        return ",".join(sorted(groups))
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        for origin in origins:
+            if not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"allowed_origins: {origin!r} is not scheme://host[:port]")
+        return ",".join(origins)
+
+    @property
+    def exempt_groups(self) -> frozenset[str]:
+        return frozenset(g for g in self.auth_exempt.split(",") if g)
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o for o in self.allowed_origins.split(",") if o)
 
     @field_validator("log_level", mode="before")
     @classmethod

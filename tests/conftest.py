@@ -46,7 +46,10 @@ def make_client(
 
     def make(**overrides: Any) -> AbstractContextManager[TestClient]:
         overrides.setdefault("model_dir", model_dir)
-        return TestClient(create_app(Settings(**overrides)))
+        # Raw bodies in tests are JSON (or meant to fail as JSON): say so, as clients do.
+        return TestClient(
+            create_app(Settings(**overrides)), headers={"content-type": "application/json"}
+        )
 
     return make
 
@@ -58,10 +61,7 @@ def client(make_client: Callable[..., AbstractContextManager[TestClient]]) -> It
         yield c
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-route"])
-def api(
-    request: pytest.FixtureRequest, make_client: Callable[..., AbstractContextManager[TestClient]]
-) -> Iterator[TestClient]:
-    """The service answering predict both ways in (fast_path on and off): they must agree."""
-    with make_client(fast_path=request.param) as c:
-        yield c
+@pytest.fixture(scope="module")
+def api(client: TestClient) -> TestClient:
+    """The service as predict tests use it (the same one service per module)."""
+    return client

@@ -37,16 +37,25 @@ class RedisServer:
     configured for durability does.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        password: str | None = None,
+    ) -> None:
         assert REDIS_BINARY is not None
         self.workdir = workdir
         self.port = port or free_port()
         self.persistent = persistent
+        self.password = password  # requirepass: clients must AUTH with it
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
         assert self.proc is None, "already running"
@@ -61,6 +70,8 @@ class RedisServer:
             "--logfile": str(self.workdir / "redis.log"),
             "--daemonize": "no",
         }
+        if self.password:
+            args["--requirepass"] = self.password
         argv = [str(REDIS_BINARY), *(part for pair in args.items() for part in pair)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
@@ -69,7 +80,9 @@ class RedisServer:
                 log = (self.workdir / "redis.log").read_text(errors="replace")
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {log}")
             try:
-                with redis.Redis(port=self.port, socket_timeout=0.5) as client:
+                with redis.Redis(
+                    port=self.port, password=self.password, socket_timeout=0.5
+                ) as client:
                     if client.ping():
                         return
             except redis.ConnectionError:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from service.inference import SeriesOutput
 from service.repository import LoadedModel
+from service.sessions.manager import StepResult
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -49,3 +50,24 @@ def predict_json(
             item["predictions"] = np.ascontiguousarray(preds)
         series.append(item)
     return {"model": model.name, "version": model.version, "series": series}
+
+
+def _rows(rows: np.ndarray) -> np.ndarray:
+    """(time, targets) as clients get it: flat for a single target."""
+    return np.ascontiguousarray(rows[:, 0] if rows.shape[1] == 1 else rows)
+
+
+def observe_json(step: StepResult) -> bytes:
+    """A session step's answer; a replayed step encodes to the very same bytes."""
+    return orjson.dumps(
+        {
+            "session": step.session,
+            "model": step.model,
+            "version": step.version,
+            "start": step.start,
+            "offset": step.offset,
+            "predictions": _rows(step.predictions),
+            "forecast": _rows(step.forecast),
+        },
+        option=_OPTIONS,
+    )

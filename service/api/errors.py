@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,16 +19,25 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
+
+from service.inputs import InputError
+from service.redaction import redact, redacted_path
+from service.sessions.manager import OffsetConflict, SessionNotFound, VersionGone
+from service.sessions.store import QuotaExceeded, StoreFull, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
     415: "unsupported_media_type",
 }
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 _PYDANTIC_CODES = {
     "json_invalid": "invalid_json",
     "json_type": "invalid_json",
@@ -61,32 +71,49 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Response:
-    body = error_body(status, code, message, field, extra)
+def error_json(err: ApiError) -> bytes:
+    """The one error shape, as bytes: HTTP bodies and WebSocket frames alike."""
+    error: dict[str, Any] = {
+        "status": err.status,
+        "code": err.code,
+        "message": redact(err.message),
+        "field": err.field,
+    }
+    if err.extra:
+        error.update(err.extra)
+    return orjson.dumps({"error": error})
+
+
+def error_response(err: ApiError) -> Response:
     return Response(
-        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+        error_json(err), status_code=err.status, headers=err.headers, media_type="application/json"
     )
 
 
-def error_body(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The error shape as a dict (also sent as a WebSocket error frame)."""
-    error: dict[str, Any] = {"status": status, "code": code, "message": message, "field": field}
-    if extra:
-        error.update(extra)
-    return {"error": error}
+def as_api_error(exc: Exception) -> ApiError | None:
+    """The answer for an error of the inputs, sessions or their store; None for others."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, InputError):
+        return ApiError(422, exc.code, exc.message, exc.field)
+    if isinstance(exc, OffsetConflict):
+        return ApiError(409, "offset_conflict", str(exc), "offset", extra={"offset": exc.current})
+    if isinstance(exc, SessionNotFound):
+        return ApiError(404, "session_not_found", str(exc), "session")
+    if isinstance(exc, VersionGone):
+        return ApiError(410, "version_gone", str(exc), "session")
+    if isinstance(exc, QuotaExceeded):
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return ApiError(429, "quota_exceeded", str(exc), headers={"Retry-After": retry})
+    if isinstance(exc, StoreUnavailable):
+        return ApiError(503, "session_store_unavailable", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, StoreFull):
+        return ApiError(503, "session_store_full", str(exc), headers={"Retry-After": "5"})
+    return None
+
+
+def internal_error() -> ApiError:
+    return ApiError(500, "internal_error", "internal server error")
 
 
 def field_path(loc: Sequence[int | str]) -> str | None:
@@ -113,28 +140,52 @@ def from_validation_errors(errors: Sequence[Any]) -> ApiError:
     return ApiError(422, code, message, field)
 
 
+def allowed_methods(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
+    """Every method some route answers on this path (a 405's Allow header)."""
+    return sorted(
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in app.routes)
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error FastAPI, Starlette or seqcast raises through error_response."""
 
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers, exc.extra)
+    async def known(_: Request, exc: Exception) -> Response:
+        err = as_api_error(exc)
+        assert err is not None
+        return error_response(err)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route on the path; list them all.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), None, headers))
 
     async def request_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError | ValidationError)
-        err = from_validation_errors(exc.errors())
-        return error_response(err.status, err.code, err.message, err.field)
+        return error_response(from_validation_errors(exc.errors()))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        log.exception("unhandled error on %s %s", request.method, redacted_path(request.url.path))
+        return error_response(internal_error())
 
-    app.add_exception_handler(ApiError, api_error)
+    known_kinds: tuple[type[Exception], ...] = (
+        ApiError,
+        InputError,
+        OffsetConflict,
+        SessionNotFound,
+        VersionGone,
+        QuotaExceeded,
+        StoreUnavailable,
+        StoreFull,
+    )
+    for kind in known_kinds:
+        app.add_exception_handler(kind, known)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(ValidationError, request_validation)

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+
+from service.repository import F32_MAX
 
 # Finite and within float32 range, checked in pydantic's Rust core: every number the
 # service accepts converts to float32 without overflow.
-F32_MAX = 3.4028234663852886e38
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-F32_MAX, le=F32_MAX)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON does not tell 3 from 3.0 and neither does OpenAPI's "integer": take both.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer, written with or without ".0"; never a string or a boolean.
+Integer = Annotated[int, BeforeValidator(_integral), Field(strict=True)]
 
 
 def _values_kind(value: Any) -> str:
@@ -37,30 +49,30 @@ Values = Annotated[
 StateMatrix = Annotated[list[list[Number]], Field(description="[num_layers][hidden]", min_length=1)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A request body: unknown fields are refused, nothing is coerced."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class State(_Strict):
+class State(StrictModel):
     """Recurrent state after the last observed value of an earlier answer."""
 
     model: str = Field(description="model name the state belongs to")
-    version: int = Field(strict=True, description="model version the state belongs to")
+    version: Integer = Field(ge=1, description="model version the state belongs to")
     h: StateMatrix
     c: StateMatrix | None = Field(None, description="LSTM cell state; absent for RNN and GRU")
 
 
-class SeriesRequest(_Strict):
+class SeriesRequest(StrictModel):
     values: Values
     state: State | None = Field(
         None, description="state to continue from; omitted: a fresh stream (zeros)"
     )
-    horizon: int = Field(
-        1, strict=True, ge=1, description="forecast steps (bounded by max_horizon)"
-    )
+    horizon: Integer = Field(1, ge=1, description="forecast steps (bounded by max_horizon)")
 
 
-class PredictRequest(_Strict):
+class PredictRequest(StrictModel):
     series: list[SeriesRequest] = Field(min_length=1)
     return_predictions: bool = Field(
         False, strict=True, description="also return the one-step prediction after every value"

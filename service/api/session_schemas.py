@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from service.api.schemas import Output, State, Values
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from service.api.schemas import Integer, Output, State, StrictModel, Values
 
 
-class CreateSessionRequest(_Strict):
+class CreateSessionRequest(StrictModel):
     """Start a session: from zeros, from a state an earlier answer gave, and/or after warm-up."""
 
     values: Values | None = Field(
@@ -22,24 +18,23 @@ class CreateSessionRequest(_Strict):
     )
 
 
-class ObserveRequest(_Strict):
+class ObserveRequest(StrictModel):
     """One step: the next observations, where they start, and how far to forecast."""
 
     values: Values
-    offset: int = Field(
-        strict=True,
+    offset: Integer = Field(
         ge=0,
         description="count of values the session has consumed before these (exactly-once key)",
     )
-    horizon: int = Field(1, strict=True, ge=1, description="forecast steps after the values")
+    horizon: Integer = Field(1, ge=1, description="forecast steps after the values")
 
 
-class StreamFrame(_Strict):
+class StreamFrame(StrictModel):
     """A WebSocket observation frame; `offset` defaults to where this connection stands."""
 
     values: Values
-    offset: int | None = Field(None, strict=True, ge=0)
-    horizon: int = Field(1, strict=True, ge=1)
+    offset: Integer | None = Field(None, ge=0)
+    horizon: Integer = Field(1, ge=1)
 
 
 class SessionInfo(BaseModel):

@@ -1,17 +1,18 @@
-"""Build the session manager the settings ask for: its store, model runner and encoder."""
+"""Build the session manager the settings ask for: its store, runner, limits and quotas."""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
-import numpy as np
-
-from service.repository import LoadedModel, ModelRepository
+from service.inputs import Limits
+from service.redaction import add_secret, redact
+from service.repository import ModelRepository
 from service.runner import ModelRunner
 from service.sessions.manager import SessionManager
 from service.sessions.memory import MemoryStore
 from service.sessions.redis_store import RedisStore
-from service.sessions.store import SessionStore
+from service.sessions.store import OwnerQuota, SessionStore
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,13 @@ log = logging.getLogger(__name__)
 def make_store(settings: Settings) -> SessionStore:
     """The store named by SEQCAST_SESSION_STORE."""
     if settings.session_store == "redis":
-        log.info("sessions are kept in Redis at %s", _redacted(settings.redis_url))
+        url = settings.redis_url.get_secret_value()
+        password = urlsplit(url).password
+        if password:
+            add_secret(password)  # also where it would appear outside a URL
+        log.info("sessions are kept in Redis at %s", redact(url))
         return RedisStore(
-            settings.redis_url,
+            url,
             ttl_s=settings.session_ttl_s,
             timeout_s=settings.redis_timeout_s,
             max_connections=settings.redis_max_connections,
@@ -37,11 +42,12 @@ def make_store(settings: Settings) -> SessionStore:
     return MemoryStore(max_sessions=settings.session_max, ttl_s=settings.session_ttl_s)
 
 
-def encode_rows(model: LoadedModel, rows: np.ndarray) -> np.ndarray:
-    """(time, targets) as the predict endpoint answers it: flat for a single target."""
-    if model.manifest.architecture.output_size == 1:
-        return np.ascontiguousarray(rows[:, 0])
-    return np.ascontiguousarray(rows)
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_series=settings.max_series_per_request,
+        max_values=settings.max_values_per_series,
+        max_horizon=settings.max_horizon,
+    )
 
 
 # Sessions whose latest record a replica keeps, so that a stream that keeps coming
@@ -53,19 +59,18 @@ def make_session_manager(
     settings: Settings, repository: ModelRepository, runner: ModelRunner
 ) -> SessionManager:
     store = make_store(settings)
+    quota = OwnerQuota(
+        max_live=settings.session_quota_live,
+        rate=settings.session_quota_rate,
+        burst=settings.session_quota_burst,
+    )
     return SessionManager(
         store,
         repository,
         runner.run,
-        encode_rows,
+        limits_of(settings),
+        quota,
+        replay_max_bytes=settings.session_replay_max_bytes,
         # Reading the memory store costs nothing; only a remote store gains from this.
         recent_records=RECENT_RECORDS if store.kind == "redis" else 0,
     )
-
-
-def _redacted(url: str) -> str:
-    # Never log a password embedded in the URL.
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest

@@ -19,11 +19,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
-import orjson
 
 from service.inference import SeriesInput, SeriesOutput
+from service.inputs import Limits, check_horizon, values_array
+from service.redaction import session_tag
 from service.repository import LoadedModel, ModelRepository
 from service.sessions.record import (
     AppliedStep,
@@ -32,29 +34,33 @@ from service.sessions.record import (
     step_digest,
     unpack_state,
 )
-from service.sessions.store import Advance, SessionStore
+from service.sessions.store import Advance, OwnerQuota, SessionStore
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[LoadedModel, Sequence[SeriesInput]], Awaitable[list[SeriesOutput]]]
-Encoder = Callable[[LoadedModel, np.ndarray], object]  # (rows, targets) -> JSON-able value
-Prepare = Callable[[LoadedModel], np.ndarray]  # request values -> (time, features) for a model
+
+class Run(Protocol):
+    """The model runner (service.runner.ModelRunner.run); `alone`: never batched with others."""
+
+    def __call__(
+        self, model: LoadedModel, inputs: Sequence[SeriesInput], *, alone: bool = False
+    ) -> Awaitable[list[SeriesOutput]]: ...
 
 
 class SessionError(Exception):
-    """A step or lookup the manager refuses; routes turn it into an error answer."""
+    """A step or lookup the manager refuses; each protocol renders it in its own shape."""
 
 
 class SessionNotFound(SessionError):
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} does not exist (deleted, expired or never made)")
+        super().__init__("session does not exist (deleted, expired, never made, or not yours)")
         self.session_id = session_id
 
 
 class OffsetConflict(SessionError):
-    def __init__(self, session_id: str, given: int, current: int) -> None:
+    def __init__(self, given: int, current: int) -> None:
         super().__init__(
-            f"offset {given} is not where session {session_id!r} stands: it has consumed "
+            f"offset {given} is not where the session stands: it has consumed "
             f"{current} values, so the next step must have offset {current}"
         )
         self.given = given
@@ -64,16 +70,23 @@ class OffsetConflict(SessionError):
 class VersionGone(SessionError):
     def __init__(self, record: SessionRecord) -> None:
         super().__init__(
-            f"session {record.id!r} runs on model {record.model!r} version {record.version}, "
+            f"the session runs on model {record.model!r} version {record.version}, "
             "which this server no longer has loaded; start a new session"
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepResult:
-    body: bytes  # the answer, JSON
+    """One applied (or replayed) step, in original units."""
+
+    session: str
+    model: str
+    version: int
+    start: int  # the offset the step applied at
     offset: int  # the session's offset after the step
-    replayed: bool  # True when this was a retry answered from the stored step
+    predictions: np.ndarray  # (time, targets): prediction of step t+1 after each value t
+    forecast: np.ndarray  # (horizon, targets)
+    replayed: bool  # True when this was a retry answered without advancing the session
 
 
 class SessionManager:
@@ -83,18 +96,25 @@ class SessionManager:
         self,
         store: SessionStore,
         repository: ModelRepository,
-        run: Runner,
-        encode: Encoder,
+        run: Run,
+        limits: Limits,
+        quota: OwnerQuota,
+        *,
+        replay_max_bytes: int = 64 * 1024,
         clock: Callable[[], float] = time.time,
         recent_records: int = 0,
     ) -> None:
         """``recent_records``: how many sessions' latest records to keep in this process
         (0: none) so that a step on a session this process stepped last skips the read.
+        ``replay_max_bytes``: the largest answer a record keeps for a retry; a larger one
+        is recomputed from the state before the step (docs/sessions.md).
         """
         self.store = store
         self.repository = repository
+        self.limits = limits
+        self.quota = quota
         self._run = run
-        self._encode = encode
+        self._replay_max_bytes = replay_max_bytes
         self._clock = clock
         # The record each session had after its last step through this process, used
         # only when a step continues it exactly. When another replica stepped the
@@ -118,11 +138,12 @@ class SessionManager:
     async def create(
         self,
         model: LoadedModel,
-        warmup: np.ndarray | None = None,  # (time, features) in original units
+        owner: str,
+        warmup: np.ndarray | None = None,  # (time, features) in original units, checked
         h: np.ndarray | None = None,  # (num_layers, hidden)
         c: np.ndarray | None = None,
     ) -> SessionRecord:
-        """A new session at offset 0, or after the warm-up values from the given state."""
+        """A new session of `owner` at offset 0, or after the warm-up values."""
         layers, hidden = model.state_shape
         zeros = np.zeros((layers, hidden), dtype=np.float32)
         offset = 0
@@ -139,12 +160,13 @@ class SessionManager:
             c=(pack_state(zeros if c is None else c) if model.manifest.is_lstm else None),
             created_at=now,
             updated_at=now,
+            owner=owner,
         )
-        await self.store.create(record)
+        await self.store.create(record, self.quota)
         self._remember(record)
         log.info(
             "session %s created on %s v%d at offset %d (%s store)",
-            record.id,
+            session_tag(record.id),
             record.model,
             record.version,
             offset,
@@ -152,66 +174,77 @@ class SessionManager:
         )
         return record
 
-    async def get(self, session_id: str) -> SessionRecord:
+    async def get(self, session_id: str, owner: str) -> SessionRecord:
+        """The session, when it exists and belongs to `owner` (else SessionNotFound)."""
         record = await self.store.get(session_id)
-        if record is None:
+        # Another key's session is answered exactly like a missing one: existence is
+        # not revealed.
+        if record is None or record.owner != owner:
             raise SessionNotFound(session_id)
         return record
 
-    async def delete(self, session_id: str) -> None:
-        self._recent.pop(session_id, None)
-        if not await self.store.delete(session_id):
+    async def delete(self, session_id: str, owner: str) -> None:
+        if not await self.store.delete(session_id, owner):
             raise SessionNotFound(session_id)
-        log.info("session %s deleted", session_id)
+        self._recent.pop(session_id, None)
+        log.info("session %s deleted", session_tag(session_id))
 
     async def observe(
         self,
         session_id: str,
+        owner: str,
         offset: int,
-        prepare: Prepare,
+        values: Sequence[float] | Sequence[Sequence[float]],
         horizon: int,
     ) -> StepResult:
-        """Apply one step at ``offset`` exactly once and return its answer.
+        """Apply one step at ``offset`` exactly once and return its outputs.
 
-        ``prepare`` turns the request's values into a (time, features) array for the
-        session's model (validating them against it), since only the stored record
-        says which model that is.
+        The values are checked against the session's model (service.inputs) once the
+        stored record says which model that is.
         """
         lock = self._locks.setdefault(session_id, asyncio.Lock())
         async with lock:
-            values: np.ndarray | None = None
+            array: np.ndarray | None = None
             digest = ""
             # Three rounds always suffice: a lost compare-and-advance means the offset
             # moved; after a stale remembered record, a fresh read either applies the
             # step or decides it (replay or conflict), and after a race lost on a fresh
             # read, the next read decides it.
             for round_ in range(3):
-                record = self._remembered(session_id, offset) if round_ == 0 else None
+                record = self._remembered(session_id, owner, offset) if round_ == 0 else None
                 if record is None:
-                    record = await self.get(session_id)
+                    record = await self.get(session_id, owner)
                 model = self.model_of(record)
-                if values is None:
-                    values = prepare(model)
-                    digest = step_digest(values, horizon)
+                if array is None:
+                    check_horizon(horizon, model, self.limits, "horizon")
+                    array = values_array(values, model, self.limits, "values")
+                    digest = step_digest(array, horizon)
                 last = record.last_step
                 if last is not None and last.offset == offset and last.digest == digest:
-                    log.info("session %s: step at offset %d replayed", session_id, offset)
-                    return StepResult(body=last.response, offset=record.offset, replayed=True)
+                    log.info(
+                        "session %s: step at offset %d replayed", session_tag(session_id), offset
+                    )
+                    return await self._replay(model, record, last, array, horizon)
                 if offset != record.offset:
-                    raise OffsetConflict(session_id, offset, record.offset)
-                outcome, advanced = await self._apply(model, record, values, horizon, digest)
+                    raise OffsetConflict(offset, record.offset)
+                outcome, result, advanced = await self._apply(model, record, array, horizon, digest)
                 if outcome is Advance.APPLIED:
                     self._remember(advanced)
-                    assert advanced.last_step is not None
-                    return StepResult(
-                        body=advanced.last_step.response, offset=advanced.offset, replayed=False
-                    )
+                    return result
                 self._recent.pop(session_id, None)
                 if outcome is Advance.GONE:
                     raise SessionNotFound(session_id)
-                log.info("session %s: offset moved during the step; deciding again", session_id)
-            current = await self.get(session_id)
-            raise OffsetConflict(session_id, offset, current.offset)
+                log.info(
+                    "session %s: offset moved during the step; deciding again",
+                    session_tag(session_id),
+                )
+            current = await self.get(session_id, owner)
+            raise OffsetConflict(offset, current.offset)
+
+    def _answer_fits(self, model: LoadedModel, steps: int, horizon: int) -> bool:
+        return (steps + horizon) * model.manifest.architecture.output_size * 4 <= (
+            self._replay_max_bytes
+        )
 
     async def _apply(
         self,
@@ -220,38 +253,61 @@ class SessionManager:
         values: np.ndarray,
         horizon: int,
         digest: str,
-    ) -> tuple[Advance, SessionRecord]:
+    ) -> tuple[Advance, StepResult, SessionRecord]:
         shape = model.state_shape
         h = unpack_state(record.h, shape)
         c = unpack_state(record.c, shape) if record.c is not None else None
-        (out,) = await self._run(model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)])
-        new_offset = record.offset + int(values.shape[0])
-        body = orjson.dumps(
-            {
-                "session": record.id,
-                "model": record.model,
-                "version": record.version,
-                "start": record.offset,
-                "offset": new_offset,
-                "predictions": self._encode(model, out.predictions),
-                "forecast": self._encode(model, out.forecast),
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
+        steps = int(values.shape[0])
+        keep_answer = self._answer_fits(model, steps, horizon)
+        # A step too large to keep runs alone (never batched with other calls), as its
+        # replay will, so that both give the same numbers.
+        (out,) = await self._run(
+            model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)], alone=not keep_answer
         )
+        if keep_answer:
+            both = np.concatenate([out.predictions, out.forecast])
+            applied = AppliedStep(record.offset, digest, answer=pack_state(both))
+        else:
+            applied = AppliedStep(record.offset, digest, h_before=record.h, c_before=record.c)
         advanced = replace(
             record,
-            offset=new_offset,
+            offset=record.offset + steps,
             h=pack_state(out.h),
             c=pack_state(out.c) if out.c is not None else None,
             updated_at=self._clock(),
-            last_step=AppliedStep(offset=record.offset, digest=digest, response=body),
+            last_step=applied,
         )
-        return await self.store.compare_and_advance(record.offset, advanced), advanced
+        result = _result(record, record.offset, steps, out.predictions, out.forecast, False)
+        return await self.store.compare_and_advance(record.offset, advanced), result, advanced
 
-    def _remembered(self, session_id: str, offset: int) -> SessionRecord | None:
+    async def _replay(
+        self,
+        model: LoadedModel,
+        record: SessionRecord,
+        last: AppliedStep,
+        values: np.ndarray,
+        horizon: int,
+    ) -> StepResult:
+        steps = int(values.shape[0])
+        if last.answer is not None:
+            targets = model.manifest.architecture.output_size
+            both = np.frombuffer(last.answer, dtype="<f4").reshape(-1, targets)
+            both = both.astype(np.float32)
+            return _result(record, last.offset, steps, both[:steps], both[steps:], True)
+        shape = model.state_shape
+        h = unpack_state(last.h_before, shape) if last.h_before is not None else None
+        c = unpack_state(last.c_before, shape) if last.c_before is not None else None
+        (out,) = await self._run(
+            model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)], alone=True
+        )
+        return _result(record, last.offset, steps, out.predictions, out.forecast, True)
+
+    def _remembered(self, session_id: str, owner: str, offset: int) -> SessionRecord | None:
         """The remembered record, only when the step continues it exactly."""
         record = self._recent.get(session_id)
-        return record if record is not None and record.offset == offset else None
+        if record is None or record.offset != offset or record.owner != owner:
+            return None
+        return record
 
     def _remember(self, record: SessionRecord) -> None:
         if self._recent_max <= 0:
@@ -260,3 +316,23 @@ class SessionManager:
         self._recent.move_to_end(record.id)
         while len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
+
+
+def _result(
+    record: SessionRecord,
+    start: int,
+    steps: int,
+    predictions: np.ndarray,
+    forecast: np.ndarray,
+    replayed: bool,
+) -> StepResult:
+    return StepResult(
+        session=record.id,
+        model=record.model,
+        version=record.version,
+        start=start,
+        offset=start + steps,
+        predictions=predictions,
+        forecast=forecast,
+        replayed=replayed,
+    )

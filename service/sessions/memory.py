@@ -10,11 +10,12 @@ client never loses state it is still using because of someone else's load.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
+from service.sessions.quota import TokenBucket
 from service.sessions.record import SessionRecord
-from service.sessions.store import Advance, StoreFull
+from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, StoreFull
 
 
 class MemoryStore:
@@ -33,6 +34,8 @@ class MemoryStore:
         # Every method below runs without awaiting, so each one is atomic on
         # the event loop: no lock is needed for compare-and-advance here.
         self._records: OrderedDict[str, SessionRecord] = OrderedDict()
+        self._live_per_owner: Counter[str] = Counter()
+        self._buckets: dict[str, TokenBucket] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -47,29 +50,60 @@ class MemoryStore:
             oldest = next(iter(self._records.values()))
             if not self._expired(oldest, now):
                 break
-            self._records.popitem(last=False)
+            self._drop(oldest.id)
+
+    def _drop(self, session_id: str) -> None:
+        record = self._records.pop(session_id)
+        self._live_per_owner[record.owner] -= 1
+        if not self._live_per_owner[record.owner]:
+            del self._live_per_owner[record.owner]
 
     def _live(self, session_id: str) -> SessionRecord | None:
         record = self._records.get(session_id)
         if record is not None and self._expired(record, self._clock()):
-            del self._records[session_id]
+            self._drop(session_id)
             return None
         return record
 
-    async def create(self, record: SessionRecord) -> None:
+    async def live_sessions(self, owner: str) -> int:
+        """Live sessions of one owner (expired ones are swept first)."""
         self._sweep(self._clock())
+        return self._live_per_owner[owner]
+
+    async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
+        now = self._clock()
+        self._sweep(now)
         if len(self._records) >= self.max_sessions:
             raise StoreFull(
                 f"the in-memory session store holds its maximum of {self.max_sessions} "
                 "live sessions; close unused sessions or raise SEQCAST_SESSION_MAX"
             )
+        if self._live_per_owner[record.owner] >= quota.max_live:
+            raise QuotaExceeded(
+                f"this API key holds its quota of {quota.max_live} live sessions "
+                "(SEQCAST_SESSION_QUOTA_LIVE); delete sessions it no longer uses",
+                retry_after_s=5.0,
+            )
+        bucket = self._buckets.setdefault(record.owner, TokenBucket(float(quota.burst), now))
+        wait = bucket.take(now, quota.rate, quota.burst)
+        if wait > 0:
+            raise QuotaExceeded(
+                f"this API key creates sessions faster than its quota of {quota.rate:g}/s "
+                f"(burst {quota.burst}; SEQCAST_SESSION_QUOTA_RATE)",
+                retry_after_s=wait,
+            )
         self._records[record.id] = record
+        self._live_per_owner[record.owner] += 1
 
     async def get(self, session_id: str) -> SessionRecord | None:
         return self._live(session_id)
 
-    async def delete(self, session_id: str) -> bool:
-        return self._live(session_id) is not None and self._records.pop(session_id) is not None
+    async def delete(self, session_id: str, owner: str) -> bool:
+        record = self._live(session_id)
+        if record is None or record.owner != owner:
+            return False
+        self._drop(session_id)
+        return True
 
     async def compare_and_advance(self, expected_offset: int, record: SessionRecord) -> Advance:
         current = self._live(record.id)
@@ -83,3 +117,4 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         self._records.clear()
+        self._live_per_owner.clear()

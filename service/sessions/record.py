@@ -11,11 +11,20 @@ import numpy.typing as npt
 
 @dataclass(frozen=True, slots=True)
 class AppliedStep:
-    """The last step a session applied, kept so that a retry of it gets the same answer."""
+    """What a retry of the last applied step needs to get the same answer again.
+
+    Either the answer itself (`answer`: predictions then forecast, float32) or, when
+    that is larger than the replay cap, the state before the step (`h_before`,
+    `c_before`): a retry carries the same values (its digest says so), and running
+    them again from that state gives the same answer. Either way a session's record
+    stays within a known size (docs/sessions.md).
+    """
 
     offset: int  # where the step began: the session's offset before it
     digest: str  # step_digest() of its values and horizon
-    response: bytes  # the answer body exactly as it was sent
+    answer: bytes | None = None  # float32 little-endian: (time + horizon, targets)
+    h_before: bytes | None = None  # when answer is None: the state the step started from
+    c_before: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,7 @@ class SessionRecord:
     created_at: float  # unix seconds
     updated_at: float  # unix seconds; the idle TTL counts from here
     last_step: AppliedStep | None = None
+    owner: str = ""  # name of the API key that created it ("" when keys are off)
 
 
 def pack_state(array: npt.NDArray[np.floating]) -> bytes:

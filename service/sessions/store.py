@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Protocol
 
 from service.sessions.record import SessionRecord
@@ -18,6 +19,23 @@ class StoreUnavailable(SessionStoreError):
 
 class StoreFull(SessionStoreError):
     """The store holds its maximum number of live sessions and refuses a new one."""
+
+
+class QuotaExceeded(SessionStoreError):
+    """The creating key is at its live-session quota or over its create rate."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerQuota:
+    """What one owner (API key) may hold and create: checked atomically with a create."""
+
+    max_live: int  # live sessions at once
+    rate: float  # creates per second, sustained
+    burst: int  # creates at once before the rate applies
 
 
 class Advance(enum.Enum):
@@ -38,14 +56,17 @@ class SessionStore(Protocol):
     ttl_s: float
     kind: str  # "memory" or "redis", for logs and the API
 
-    async def create(self, record: SessionRecord) -> None:
-        """Store a new session; raises StoreFull when no room is left."""
+    async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
+        """Store a new session; StoreFull when no room is left, QuotaExceeded for its owner."""
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The live session with this id, or None."""
 
-    async def delete(self, session_id: str) -> bool:
-        """Remove a session; True when it existed."""
+    async def delete(self, session_id: str, owner: str) -> bool:
+        """Remove a session of `owner`; True when it existed and was theirs."""
+
+    async def live_sessions(self, owner: str) -> int:
+        """How many live sessions `owner` holds."""
 
     async def compare_and_advance(self, expected_offset: int, record: SessionRecord) -> Advance:
         """Atomically replace the session ``record.id`` if its offset is still ``expected_offset``.

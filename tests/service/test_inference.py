@@ -11,15 +11,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.inference import Forecaster, InferenceInputError, SeriesInput
-from service.repository import load_version
+from service.inference import InferenceCore, SeriesInput
+from service.inputs import InputError, Limits, check_horizon, values_array
+from service.repository import LoadedModel, load_version
 from service.settings import Settings
 from tests.modelkit import write_model
 from tests.service.oracle import Oracle
 
+LIMITS = Limits(max_series=8, max_values=100, max_horizon=10)
 
-def load(version_dir: Path) -> Forecaster:
-    return Forecaster(load_version(version_dir, ["CPUExecutionProvider"], ort.SessionOptions()))
+
+def load_model(version_dir: Path) -> LoadedModel:
+    return load_version(version_dir, ["CPUExecutionProvider"], ort.SessionOptions())
+
+
+def load(version_dir: Path) -> InferenceCore:
+    return InferenceCore(load_model(version_dir))
 
 
 def test_batch_of_mixed_lengths_in_input_order(model_dir: Path) -> None:
@@ -43,11 +50,11 @@ def test_batch_of_mixed_lengths_in_input_order(model_dir: Path) -> None:
 
 
 def test_horizon_needs_targets_equal_to_features(model_dir: Path) -> None:
-    forecaster = load(model_dir / "two-in-one-out" / "1")
-    values = np.zeros((3, 2), np.float32)
-    with pytest.raises(InferenceInputError, match="horizon must be 1") as caught:
-        forecaster.predict([SeriesInput(values=values), SeriesInput(values=values, horizon=2)])
-    assert caught.value.series == 1
+    model = load_model(model_dir / "two-in-one-out" / "1")
+    check_horizon(1, model, LIMITS, "horizon")
+    with pytest.raises(InputError, match="must be 1") as caught:
+        check_horizon(2, model, LIMITS, "series[1].horizon")
+    assert caught.value.field == "series[1].horizon"
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +70,20 @@ def narrow_scaler(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_value_overflowing_once_scaled_is_refused(narrow_scaler: Path) -> None:
-    forecaster = load(narrow_scaler / "narrow" / "1")
-    fine = SeriesInput(values=np.array([[1.0]], np.float32))
-    huge = SeriesInput(values=np.array([[1.0], [1e37], [2.0]], np.float32))
-    with pytest.raises(InferenceInputError, match="overflows float32") as caught:
-        forecaster.predict([fine, huge])
-    assert (caught.value.series, caught.value.index) == (1, 1)
+    model = load_model(narrow_scaler / "narrow" / "1")
+    assert not model.scale_is_safe
+    values_array([1.0, 3e35], model, LIMITS, "values")
+    with pytest.raises(InputError, match="overflows float32") as caught:
+        values_array([1.0, 1e37, 2.0], model, LIMITS, "series[1].values")
+    assert caught.value.field == "series[1].values[1]"
     # Scaled in float64 then narrowed: still the manifest's affine map.
-    out = forecaster.predict([SeriesInput(values=np.array([[0.002]], np.float32))])
+    out = InferenceCore(model).predict([SeriesInput(values=np.array([[0.002]], np.float32))])
     ref, _, _ = Oracle(narrow_scaler / "narrow" / "1").run(np.array([[0.002]]))
     np.testing.assert_allclose(out[0].predictions, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("fast_path", [True, False])
-def test_overflow_once_scaled_names_the_value(narrow_scaler: Path, fast_path: bool) -> None:
-    settings = Settings(model_dir=narrow_scaler, fast_path=fast_path)
+def test_overflow_once_scaled_names_the_value(narrow_scaler: Path) -> None:
+    settings = Settings(model_dir=narrow_scaler)
     with TestClient(create_app(settings)) as c:
         response = c.post("/v1/models/narrow/predict", json={"series": [{"values": [1, 1e37]}]})
     assert response.status_code == 422

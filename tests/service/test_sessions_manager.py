@@ -14,13 +14,12 @@ from pathlib import Path
 import anyio
 import numpy as np
 import onnxruntime as ort
-import orjson
 import pytest
 
 from service.inference import SeriesInput, SeriesOutput
+from service.inputs import Limits
 from service.repository import LoadedModel, ModelRepository, load_repository
 from service.runner import ModelRunner
-from service.sessions.factory import encode_rows
 from service.sessions.manager import (
     OffsetConflict,
     SessionManager,
@@ -29,9 +28,13 @@ from service.sessions.manager import (
 )
 from service.sessions.memory import MemoryStore
 from service.sessions.record import SessionRecord
+from service.sessions.store import OwnerQuota
 from tests.service.sessions_support import oracle, series
 
 pytestmark = pytest.mark.anyio
+
+LIMITS = Limits(max_series=8, max_values=10_000, max_horizon=16)
+QUOTA = OwnerQuota(max_live=100, rate=100.0, burst=100)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +62,16 @@ def replicas(
     inner = ModelRunner(inline_max_steps=10_000).run
     runs: list[int] = []
 
-    async def slow_run(model: LoadedModel, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
+    async def slow_run(
+        model: LoadedModel, inputs: Sequence[SeriesInput], *, alone: bool = False
+    ) -> list[SeriesOutput]:
         runs.append(1)
         await anyio.sleep(delay_s)  # both writers are now between their read and their write
-        return await inner(model, inputs)
+        return await inner(model, inputs, alone=alone)
 
     def manager() -> SessionManager:
         return SessionManager(
-            store, repository, slow_run, encode_rows, recent_records=recent_records
+            store, repository, slow_run, LIMITS, QUOTA, recent_records=recent_records
         )
 
     return manager(), manager(), runs
@@ -79,24 +84,24 @@ async def test_the_same_step_from_two_replicas_is_applied_once(
     a, b, runs = replicas(repository, recent_records=recent)
     model = repository.get("tiny-lstm")
     assert model is not None
-    record = await a.create(model)
+    record = await a.create(model, "")
     values = series(6).astype(np.float32)
     results: list[StepResult] = []
 
     async def step(manager: SessionManager) -> None:
-        results.append(await manager.observe(record.id, 0, lambda _: values, 1))
+        results.append(await manager.observe(record.id, "", 0, values.tolist(), 1))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(step, a)
         tg.start_soon(step, b)
     assert len(runs) == 2  # both ran the model ...
     assert sorted(r.replayed for r in results) == [False, True]  # ... one step was written
-    assert results[0].body == results[1].body
-    stored = await a.get(record.id)
+    assert np.array_equal(results[0].predictions, results[1].predictions)
+    assert np.array_equal(results[0].forecast, results[1].forecast)
+    stored = await a.get(record.id, "")
     assert stored.offset == 6
     preds, _, _ = oracle(model_dir, "tiny-lstm", 2).run(values)
-    answer = orjson.loads(results[0].body)
-    np.testing.assert_allclose(answer["predictions"], preds[:, 0], atol=1e-5)
+    np.testing.assert_allclose(results[0].predictions, preds, atol=1e-5)
 
 
 @pytest.mark.parametrize("recent", [0, 100])
@@ -106,12 +111,12 @@ async def test_different_steps_at_one_offset_one_wins_the_other_conflicts(
     a, b, _ = replicas(repository, recent_records=recent)
     model = repository.get("tiny-gru")
     assert model is not None
-    record = await a.create(model)
+    record = await a.create(model, "")
     outcomes: list[object] = []
 
     async def step(manager: SessionManager, values: np.ndarray) -> None:
         try:
-            outcomes.append(await manager.observe(record.id, 0, lambda _: values, 1))
+            outcomes.append(await manager.observe(record.id, "", 0, values.tolist(), 1))
         except OffsetConflict as exc:
             outcomes.append(exc)
 
@@ -121,7 +126,7 @@ async def test_different_steps_at_one_offset_one_wins_the_other_conflicts(
     conflicts = [o for o in outcomes if isinstance(o, OffsetConflict)]
     applied = [o for o in outcomes if isinstance(o, StepResult)]
     assert len(conflicts) == len(applied) == 1
-    assert conflicts[0].current == applied[0].offset == (await a.get(record.id)).offset
+    assert conflicts[0].current == applied[0].offset == (await a.get(record.id, "")).offset
 
 
 async def test_steps_in_one_replica_queue_instead_of_racing(
@@ -130,12 +135,12 @@ async def test_steps_in_one_replica_queue_instead_of_racing(
     a, _, runs = replicas(repository)
     model = repository.get("tiny-rnn")
     assert model is not None
-    record = await a.create(model)
+    record = await a.create(model, "")
     values = np.ones((1, 1), np.float32)
     results: list[StepResult] = []
 
     async def step() -> None:
-        results.append(await a.observe(record.id, 0, lambda _: values, 1))
+        results.append(await a.observe(record.id, "", 0, values.tolist(), 1))
 
     async with anyio.create_task_group() as tg:
         for _ in range(5):
@@ -152,7 +157,7 @@ async def test_remembered_records_skip_reads_and_survive_replica_switches(
     assert isinstance(store, CountingStore)
     model = repository.get("tiny-lstm")
     assert model is not None
-    record = await a.create(model)
+    record = await a.create(model, "")
     values = series(24).astype(np.float32)
     chunks = np.split(values, 8)
     got: list[float] = []
@@ -160,16 +165,16 @@ async def test_remembered_records_skip_reads_and_survive_replica_switches(
     # Four steps on a (no reads: it remembers its own writes), then alternate.
     order = [a, a, a, a, b, a, b, a]
     for manager, chunk in zip(order, chunks, strict=True):
-        result = await manager.observe(record.id, offset, lambda _, v=chunk: v, 1)
+        result = await manager.observe(record.id, "", offset, chunk.tolist(), 1)
         offset = result.offset
-        got += orjson.loads(result.body)["predictions"]
+        got += result.predictions[:, 0].tolist()
     preds, h, c = oracle(model_dir, "tiny-lstm", 2).run(values)
     np.testing.assert_allclose(got, preds[:, 0], atol=1e-5)
     # Each switch of replica reads once: the remembered record of the other replica
     # is behind the step's offset, so it is not used; no model run is wasted.
     assert store.reads == 4
     assert len(runs) == 8
-    stored = await b.get(record.id)
+    stored = await b.get(record.id, "")
     assert stored.offset == 24
     np.testing.assert_allclose(np.frombuffer(stored.h, "<f4").reshape(h.shape), h, atol=1e-5)
     assert c is not None
@@ -181,9 +186,9 @@ async def test_a_remembered_session_deleted_elsewhere_is_gone(
     a, b, _ = replicas(repository, recent_records=100, delay_s=0)
     model = repository.get("tiny-rnn")
     assert model is not None
-    record = await a.create(model)
+    record = await a.create(model, "")
     one = np.ones((1, 1), np.float32)
-    await a.observe(record.id, 0, lambda _: one, 1)
-    await b.delete(record.id)
+    await a.observe(record.id, "", 0, one.tolist(), 1)
+    await b.delete(record.id, "")
     with pytest.raises(SessionNotFound):
-        await a.observe(record.id, 1, lambda _: one, 1)
+        await a.observe(record.id, "", 1, one.tolist(), 1)

@@ -23,14 +23,25 @@ from service.sessions.record import (
     unpack_state,
 )
 from service.sessions.redis_store import RedisStore
-from service.sessions.store import Advance, SessionStore, StoreFull, StoreUnavailable
+from service.sessions.store import (
+    Advance,
+    OwnerQuota,
+    QuotaExceeded,
+    SessionStore,
+    StoreFull,
+    StoreUnavailable,
+)
 from service.settings import Settings
 from tests.redis_fixture import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
 
+QUOTA = OwnerQuota(max_live=1000, rate=1000.0, burst=1000)
 
-def make_record(*, lstm: bool = True, offset: int = 0, now: float | None = None) -> SessionRecord:
+
+def make_record(
+    *, lstm: bool = True, offset: int = 0, now: float | None = None, owner: str = ""
+) -> SessionRecord:
     now = time.time() if now is None else now
     h = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
     return SessionRecord(
@@ -42,6 +53,7 @@ def make_record(*, lstm: bool = True, offset: int = 0, now: float | None = None)
         c=pack_state(-h) if lstm else None,
         created_at=now,
         updated_at=now,
+        owner=owner,
     )
 
 
@@ -61,10 +73,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
 
 async def test_create_get_round_trips_every_field(store: SessionStore) -> None:
     record = make_record()
-    await store.create(record)
+    await store.create(record, QUOTA)
     assert await store.get(record.id) == record
     plain = make_record(lstm=False)
-    await store.create(plain)
+    await store.create(plain, QUOTA)
     got = await store.get(plain.id)
     assert got is not None
     assert got.c is None
@@ -74,16 +86,16 @@ async def test_create_get_round_trips_every_field(store: SessionStore) -> None:
 async def test_get_unknown_is_none_and_delete_reports_existence(store: SessionStore) -> None:
     record = make_record()
     assert await store.get(record.id) is None
-    assert await store.delete(record.id) is False
-    await store.create(record)
-    assert await store.delete(record.id) is True
+    assert await store.delete(record.id, "") is False
+    await store.create(record, QUOTA)
+    assert await store.delete(record.id, "") is True
     assert await store.get(record.id) is None
 
 
 async def test_compare_and_advance_applies_only_at_expected_offset(store: SessionStore) -> None:
     record = make_record()
-    await store.create(record)
-    step = AppliedStep(offset=0, digest="d" * 64, response=b'{"offset":3}')
+    await store.create(record, QUOTA)
+    step = AppliedStep(offset=0, digest="d" * 64, answer=pack_state(np.arange(4.0)))
     advanced = replace(record, offset=3, h=pack_state(np.ones((2, 3))), last_step=step)
     assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
     assert await store.get(record.id) == advanced
@@ -91,7 +103,7 @@ async def test_compare_and_advance_applies_only_at_expected_offset(store: Sessio
     stale = replace(record, offset=5, h=pack_state(np.zeros((2, 3))))
     assert await store.compare_and_advance(0, stale) is Advance.MOVED
     assert await store.get(record.id) == advanced
-    await store.delete(record.id)
+    await store.delete(record.id, "")
     assert await store.compare_and_advance(3, advanced) is Advance.GONE
     assert await store.get(record.id) is None
 
@@ -99,8 +111,8 @@ async def test_compare_and_advance_applies_only_at_expected_offset(store: Sessio
 async def test_idle_sessions_expire_and_steps_refresh_the_ttl(store: SessionStore) -> None:
     store.ttl_s = 0.4
     idle, busy = make_record(), make_record()
-    await store.create(idle)
-    await store.create(busy)
+    await store.create(idle, QUOTA)
+    await store.create(busy, QUOTA)
     await anyio.sleep(0.25)
     advanced = replace(busy, offset=1, updated_at=time.time())
     assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
@@ -115,16 +127,16 @@ async def test_memory_store_refuses_new_sessions_when_full_of_live_ones() -> Non
     clock = [1000.0]
     store = MemoryStore(max_sessions=2, ttl_s=10, clock=lambda: clock[0])
     first, second = make_record(now=1000.0), make_record(now=1001.0)
-    await store.create(first)
+    await store.create(first, QUOTA)
     clock[0] = 1001.0
-    await store.create(second)
+    await store.create(second, QUOTA)
     with pytest.raises(StoreFull, match="maximum of 2 live sessions"):
-        await store.create(make_record(now=1001.0))
+        await store.create(make_record(now=1001.0), QUOTA)
     # Once the oldest is past its idle TTL it is swept and the new one fits;
     # the live session is untouched.
     clock[0] = 1010.5
     third = make_record(now=1010.5)
-    await store.create(third)
+    await store.create(third, QUOTA)
     assert len(store) == 2
     assert await store.get(first.id) is None
     assert await store.get(second.id) == second
@@ -135,14 +147,14 @@ async def test_memory_store_keeps_order_by_last_step() -> None:
     clock = [0.0]
     store = MemoryStore(max_sessions=2, ttl_s=10, clock=lambda: clock[0])
     old, new = make_record(now=0.0), make_record(now=1.0)
-    await store.create(old)
-    await store.create(new)
+    await store.create(old, QUOTA)
+    await store.create(new, QUOTA)
     clock[0] = 9.0
     # A step on the older session makes it the most recent one.
     advanced = replace(old, offset=1, updated_at=9.0)
     assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
     clock[0] = 11.5
-    await store.create(make_record(now=11.5))  # sweeps `new` (idle since 1.0), not `old`
+    await store.create(make_record(now=11.5), QUOTA)  # sweeps `new` (idle since 1.0), not `old`
     assert await store.get(new.id) is None
     got = await store.get(old.id)
     assert got is not None
@@ -153,10 +165,10 @@ async def test_redis_store_unreachable_raises_store_unavailable() -> None:
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", ttl_s=30, timeout_s=0.2)
     try:
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="unreachable"):
+        with pytest.raises(StoreUnavailable, match=r"^session store unavailable$"):
             await store.get("x")
         with pytest.raises(StoreUnavailable):
-            await store.create(make_record())
+            await store.create(make_record(), QUOTA)
         with pytest.raises(StoreUnavailable):
             await store.compare_and_advance(0, make_record())
         assert time.monotonic() - started < 5
@@ -169,7 +181,7 @@ async def test_redis_store_recovers_when_redis_comes_back(own_redis_server: Redi
     store = RedisStore(own_redis_server.url, ttl_s=30, timeout_s=0.5)
     try:
         record = make_record()
-        await store.create(record)
+        await store.create(record, QUOTA)
         own_redis_server.stop()
         with pytest.raises(StoreUnavailable):
             await store.get(record.id)
@@ -193,12 +205,12 @@ async def test_redis_full_under_noeviction_raises_store_unavailable(
     admin = aioredis.Redis.from_url(own_redis_server.url)
     try:
         record = make_record()
-        await store.create(record)
+        await store.create(record, QUOTA)
         await admin.config_set("maxmemory-policy", "noeviction")
         await admin.config_set("maxmemory", "1")  # below what is already used
-        with pytest.raises(StoreUnavailable, match="refuses writes"):
-            await store.create(make_record())
-        with pytest.raises(StoreUnavailable, match="refuses writes"):
+        with pytest.raises(StoreUnavailable, match=r"^session store unavailable"):
+            await store.create(make_record(), QUOTA)
+        with pytest.raises(StoreUnavailable, match=r"^session store unavailable"):
             await store.compare_and_advance(0, replace(record, offset=1))
         assert await store.get(record.id) == record  # reads still work
     finally:
@@ -214,7 +226,7 @@ async def test_redis_store_waits_for_a_connection_when_all_are_busy(
         records = [make_record() for _ in range(60)]
         async with anyio.create_task_group() as tg:
             for r in records:
-                tg.start_soon(store.create, r)
+                tg.start_soon(store.create, r, QUOTA)
         got = []
 
         async def fetch(r: SessionRecord) -> None:
@@ -232,7 +244,7 @@ async def test_redis_state_is_binary_float32(redis_server: RedisServer) -> None:
     store = RedisStore(redis_server.url, ttl_s=30)
     try:
         record = make_record()
-        await store.create(record)
+        await store.create(record, QUOTA)
         raw = aioredis.Redis.from_url(redis_server.url)
         try:
             blob = await raw.hget(f"seqcast:session:{record.id}", "h")
@@ -284,3 +296,49 @@ async def test_make_store_follows_the_settings(
     finally:
         await remote.aclose()
         await memory.aclose()
+
+
+def owners() -> tuple[str, str]:
+    """Two owner names of this test only: the shared Redis keeps every owner's count."""
+    run = uuid.uuid4().hex[:8]
+    return f"alice-{run}", f"bob-{run}"
+
+
+async def test_only_the_owner_deletes_and_each_owner_is_counted(store: SessionStore) -> None:
+    alice, bob = owners()
+    mine, theirs = make_record(owner=alice), make_record(owner=bob)
+    await store.create(mine, QUOTA)
+    await store.create(theirs, QUOTA)
+    assert (await store.get(mine.id)) == mine  # the owner is stored with the session
+    assert await store.delete(mine.id, bob) is False
+    assert await store.get(mine.id) == mine
+    assert (await store.live_sessions(alice), await store.live_sessions(bob)) == (1, 1)
+    assert await store.delete(mine.id, alice) is True
+    assert (await store.live_sessions(alice), await store.live_sessions(bob)) == (0, 1)
+
+
+async def test_live_quota_per_owner(store: SessionStore) -> None:
+    alice, bob = owners()
+    quota = OwnerQuota(max_live=2, rate=1000.0, burst=1000)
+    first = make_record(owner=alice)
+    await store.create(first, quota)
+    await store.create(make_record(owner=alice), quota)
+    with pytest.raises(QuotaExceeded, match="quota of 2 live sessions") as caught:
+        await store.create(make_record(owner=alice), quota)
+    assert caught.value.retry_after_s > 0
+    await store.create(make_record(owner=bob), quota)  # another owner is not held back
+    assert await store.delete(first.id, alice)
+    await store.create(make_record(owner=alice), quota)  # room again
+
+
+async def test_create_rate_per_owner(store: SessionStore) -> None:
+    alice, bob = owners()
+    quota = OwnerQuota(max_live=1000, rate=2.0, burst=3)
+    for _ in range(3):
+        await store.create(make_record(owner=alice), quota)
+    with pytest.raises(QuotaExceeded, match="faster than its quota") as caught:
+        await store.create(make_record(owner=alice), quota)
+    assert 0 < caught.value.retry_after_s <= 0.5 + 1e-3
+    await store.create(make_record(owner=bob), quota)
+    await anyio.sleep(0.6)  # one token back at 2/s
+    await store.create(make_record(owner=alice), quota)

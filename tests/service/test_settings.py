@@ -18,7 +18,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 8000, 1, "info")
     assert s.model_dir == Path("models")
     assert s.providers == "auto"
-    assert s.fast_path is True
+    assert s.api_keys.get_secret_value() == ""
+    assert s.api_keys_file is None
+    assert s.auth_exempt == "health"
+    assert s.origins == frozenset()  # no other origin, no CORS
 
 
 def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

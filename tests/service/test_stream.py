@@ -208,7 +208,7 @@ async def test_no_frame_is_read_while_an_answer_waits_to_be_sent(model_dir: Path
         if len(answers) == 2:  # the hello frame, then the first answer: hold it
             await unblock.wait()
 
-    async with app.router.lifespan_context(app) as state:
+    async with app.app.router.lifespan_context(app.app) as state:
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0"},

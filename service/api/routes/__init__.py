@@ -1,13 +1,16 @@
-"""Every router of the service, gathered in one place."""
+"""Every route of the service, gathered in one place."""
 
 from fastapi import APIRouter
 
+from service.api.body_routes import BodyRoute
 from service.api.routes import docs, health, models, predict, sessions, stream
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(models.router)
-api_router.include_router(predict.router)
 api_router.include_router(sessions.router)
 api_router.include_router(stream.router)
 api_router.include_router(docs.router)
+
+# Routes with a JSON body: declared once, answered by the front door (api/body_routes.py).
+BODY_ROUTES: list[BodyRoute] = [*predict.ROUTES, *sessions.ROUTES]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
 
-from service.api.deps import RepositoryDep
 from service.api.encoding import OrjsonResponse
+from service.api.state import StateDep
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -19,17 +22,19 @@ async def healthz() -> OrjsonResponse:
 
 
 @router.get("/readyz", responses={503: {"description": "not every discovered model loaded"}})
-async def readyz(repository: RepositoryDep) -> OrjsonResponse:
+async def readyz(state: StateDep) -> OrjsonResponse:
     """Ready: 200 when every discovered model version loaded, else 503 with the reasons."""
+    repository = state.repository
     loaded = [f"{name}/{v}" for name, versions in repository.models.items() for v in versions]
     body: dict[str, Any] = {
         "status": "ready",
         "models": sorted(loaded),
-        "failures": [{"path": f.path, "reason": f.reason} for f in repository.failures],
+        # Names and reasons only: file paths are for the operator's log, not for clients.
+        "failures": [{"model": f.model, "reason": f.reason} for f in repository.failures],
     }
     if repository.failures or not loaded:
         body["status"] = "not_ready"
         if not loaded and not repository.failures:
-            body["failures"] = [{"path": None, "reason": "the model repository holds no models"}]
+            body["failures"] = [{"model": None, "reason": "the model repository holds no models"}]
         return OrjsonResponse(body, status_code=503)
     return OrjsonResponse(body)

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.api.deps import RepositoryDep, SettingsDep, find_model
 from service.api.encoding import OrjsonResponse
 from service.api.schemas import ErrorResponse, ModelInfo, ModelList, VersionInfo
+from service.api.state import StateDep
 from service.repository import LoadedModel, ModelRepository
 from service.settings import Settings
 
@@ -48,22 +48,22 @@ def model_info(repository: ModelRepository, name: str, settings: Settings) -> di
 
 
 @router.get("", response_model=ModelList)
-async def list_models(repository: RepositoryDep, settings: SettingsDep) -> OrjsonResponse:
+async def list_models(state: StateDep) -> OrjsonResponse:
     """Every served model with its versions and the metadata of its default version."""
-    names = sorted(repository.models)
-    return OrjsonResponse({"models": [model_info(repository, n, settings) for n in names]})
+    names = sorted(state.repository.models)
+    return OrjsonResponse(
+        {"models": [model_info(state.repository, n, state.settings) for n in names]}
+    )
 
 
 @router.get("/{name}", response_model=ModelInfo, responses=_NOT_FOUND)
-async def get_model(name: str, repository: RepositoryDep, settings: SettingsDep) -> OrjsonResponse:
+async def get_model(name: str, state: StateDep) -> OrjsonResponse:
     """One model: its versions and the metadata of its default (highest) version."""
-    find_model(repository, name)
-    return OrjsonResponse(model_info(repository, name, settings))
+    state.find_model(name)
+    return OrjsonResponse(model_info(state.repository, name, state.settings))
 
 
 @router.get("/{name}/versions/{version}", response_model=VersionInfo, responses=_NOT_FOUND)
-async def get_version(
-    name: str, version: int, repository: RepositoryDep, settings: SettingsDep
-) -> OrjsonResponse:
+async def get_version(name: str, version: int, state: StateDep) -> OrjsonResponse:
     """One model version: cell, features, targets, state shape, providers, test metrics."""
-    return OrjsonResponse(version_info(find_model(repository, name, version), settings))
+    return OrjsonResponse(version_info(state.find_model(name, version), state.settings))

@@ -1,68 +1,51 @@
-"""Forecasts over one or many series, state in and out.
-
-With `fast_path` on (the default) requests to these paths are answered by
-service.api.fast_path before FastAPI's routing; these routes then serve as the
-OpenAPI description and as the path taken when `fast_path` is off. Both call the
-same `answer_predict`.
-"""
+"""Forecasts over one or many series, state in and out."""
 
 from __future__ import annotations
 
-from typing import Any
+import orjson
 
-from fastapi import APIRouter, Request
-from starlette.responses import Response
+from service.api.body_routes import Answer, BodyRoute, Call, parse_body
+from service.api.encoding import predict_json
+from service.api.schemas import PredictRequest, PredictResponse
+from service.inputs import series_inputs
 
-from service.api.deps import RepositoryDep, RunnerDep, SettingsDep
-from service.api.predicting import answer_predict
-from service.api.schemas import ErrorResponse, PredictResponse
-
-router = APIRouter(prefix="/v1/models", tags=["predict"])
-
-# The body is read and validated by hand (pydantic's Rust JSON path), so OpenAPI is told
-# its schema here; PredictRequest is added to the components by the app factory.
-_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-        },
-    }
-}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (404, 413, 422)
-}
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-@router.post(
-    "/{name}/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY
-)
-async def predict(
-    name: str,
-    request: Request,
-    repository: RepositoryDep,
-    settings: SettingsDep,
-    runner: RunnerDep,
-) -> Response:
-    """Forecast with the default (highest) version of a model."""
-    answer = await answer_predict(repository, settings, runner, name, None, await request.body())
-    return Response(answer, media_type="application/json")
+async def predict(call: Call) -> Answer:
+    """The JSON answer to a predict request; an error names what is wrong."""
+    model = call.state.find_model(call.params["name"], call.params.get("version"))
+    request = parse_body(PredictRequest, call.body)
+    inputs = series_inputs(request.series, model, call.state.limits)
+    outputs = await call.state.runner.run(model, inputs)
+    answer = predict_json(
+        model,
+        outputs,
+        return_predictions=request.return_predictions,
+        return_state=request.return_state,
+    )
+    return Answer(orjson.dumps(answer, option=_OPTIONS))
 
 
-@router.post(
-    "/{name}/versions/{version}/predict",
-    response_model=PredictResponse,
-    responses=_ERRORS,
-    openapi_extra=_BODY,
-)
-async def predict_version(
-    name: str,
-    version: int,
-    request: Request,
-    repository: RepositoryDep,
-    settings: SettingsDep,
-    runner: RunnerDep,
-) -> Response:
-    """Forecast with one version of a model."""
-    answer = await answer_predict(repository, settings, runner, name, version, await request.body())
-    return Response(answer, media_type="application/json")
+ROUTES = [
+    BodyRoute(
+        path="/v1/models/{name}/predict",
+        params={"name": str},
+        request=PredictRequest,
+        response=PredictResponse,
+        handler=predict,
+        summary="Forecast with the default (highest) version of a model.",
+        tags=("predict",),
+        name="predict",
+    ),
+    BodyRoute(
+        path="/v1/models/{name}/versions/{version}/predict",
+        params={"name": str, "version": int},
+        request=PredictRequest,
+        response=PredictResponse,
+        handler=predict,
+        summary="Forecast with one version of a model.",
+        tags=("predict",),
+        name="predict_version",
+    ),
+]

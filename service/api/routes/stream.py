@@ -15,88 +15,87 @@ queues without bound in the server.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from service.api.deps import find_model
-from service.api.errors import ApiError, error_body
-from service.api.routes.sessions import api_error, parse_body, session_info, step_preparer
+from service.api.body import too_large
+from service.api.body_routes import parse_body
+from service.api.encoding import observe_json
+from service.api.errors import ApiError, as_api_error, error_json
+from service.api.routes.sessions import checked_id, session_info
 from service.api.session_schemas import StreamFrame
-from service.inference import InferenceInputError
-from service.repository import ModelRepository
-from service.sessions.manager import SessionError, SessionManager, SessionNotFound, VersionGone
+from service.api.state import AppState, app_state, owner_of
+from service.inputs import InputError, shown
+from service.redaction import session_tag
+from service.sessions.manager import SessionError, SessionNotFound, VersionGone
 from service.sessions.record import SessionRecord
-from service.sessions.store import StoreFull, StoreUnavailable
-from service.settings import Settings
+from service.sessions.store import SessionStoreError
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
-_SESSION_ERRORS = (SessionError, StoreUnavailable, StoreFull, InferenceInputError, ApiError)
-# WebSocket close codes: 1008 policy violation (no such session), 1011 server error,
-# 1013 try again later (store unreachable).
-_CLOSE_FOR_STATUS = {404: 1008, 410: 1008, 422: 1008, 503: 1013}
+_KNOWN_ERRORS = (SessionError, SessionStoreError, InputError, ApiError)
+# WebSocket close codes: 1008 policy violation (no such session), 1013 try again later.
+_CLOSE_FOR_STATUS = {429: 1013, 503: 1013}
+# Offered by browsers that send their key as a subprotocol (service.api.auth).
+SUBPROTOCOL = "seqcast"
 
 
-async def _send_error(websocket: WebSocket, err: ApiError) -> None:
-    body = error_body(err.status, err.code, err.message, err.field, err.extra)
-    await websocket.send_text(orjson.dumps(body).decode())
-
-
-async def _open(
-    websocket: WebSocket, name: str, session: str | None, version: int | None
-) -> SessionRecord:
-    sessions: SessionManager = websocket.state.sessions
-    repository: ModelRepository = websocket.state.repository
+async def _open(websocket: WebSocket, state: AppState, name: str, owner: str) -> SessionRecord:
+    query = websocket.query_params
+    session = query.get("session")
     if session is None:
-        return await sessions.create(find_model(repository, name, version))
-    record = await sessions.get(session)
+        version = query.get("version")
+        if version is not None and not (version.isdigit() and 0 < len(version) <= 9):
+            raise ApiError(422, "invalid_value", "version must be a positive integer", "version")
+        model = state.find_model(name, int(version) if version is not None else None)
+        return await state.sessions.create(model, owner)
+    record = await state.sessions.get(checked_id(session), owner)
     if record.model != name:
         raise ApiError(
             422,
             "session_mismatch",
-            f"session {session!r} runs on model {record.model!r}, not {name!r}",
+            f"the session runs on model {record.model!r}, not {shown(name)!r}",
             "session",
         )
-    sessions.model_of(record)  # 410 now rather than at the first frame
+    state.sessions.model_of(record)  # 410 now rather than at the first frame
     return record
 
 
 @router.websocket("/models/{name}/stream")
-async def stream(
-    websocket: WebSocket,
-    name: str,
-    session: Annotated[str | None, Query(max_length=128)] = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
-) -> None:
+async def stream(websocket: WebSocket, name: str) -> None:
     """Observation frames in, prediction frames out; ?session=<id> resumes a session."""
-    sessions: SessionManager = websocket.state.sessions
-    await websocket.accept()
+    state = app_state(websocket.scope)
+    owner = owner_of(websocket.scope)
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     try:
         try:
-            record = await _open(websocket, name, session, version)
-        except _SESSION_ERRORS as exc:
-            err = api_error(exc)
-            await _send_error(websocket, err)
+            record = await _open(websocket, state, name, owner)
+        except _KNOWN_ERRORS as exc:
+            err = as_api_error(exc)
+            assert err is not None
+            await websocket.send_text(error_json(err).decode())
             await websocket.close(code=_CLOSE_FOR_STATUS.get(err.status, 1008), reason=err.code)
             return
-        await websocket.send_text(orjson.dumps(session_info(sessions, record)).decode())
-        log.info("stream on session %s opened at offset %d", record.id, record.offset)
-        offset = await _serve_frames(websocket, record)
-        log.info("stream on session %s ended at offset %d", record.id, offset)
+        await websocket.send_text(orjson.dumps(session_info(state.sessions, record)).decode())
+        tag = session_tag(record.id)
+        log.info("stream on session %s opened at offset %d", tag, record.offset)
+        offset = await _serve_frames(websocket, state, record, owner)
+        log.info("stream on session %s ended at offset %d", tag, offset)
     except WebSocketDisconnect:
         # The client went away while an answer was on its way; the session stays.
         log.info("stream client disconnected before its answer was sent")
 
 
-async def _serve_frames(websocket: WebSocket, record: SessionRecord) -> int:
+async def _serve_frames(
+    websocket: WebSocket, state: AppState, record: SessionRecord, owner: str
+) -> int:
     """Answer frames one at a time until the client closes; returns the offset reached."""
-    sessions: SessionManager = websocket.state.sessions
-    settings: Settings = websocket.state.settings
+    limit = state.settings.max_body_bytes
     expected = record.offset
     while True:
         message = await websocket.receive()
@@ -104,28 +103,22 @@ async def _serve_frames(websocket: WebSocket, record: SessionRecord) -> int:
             return expected
         text = message.get("text")
         raw: bytes = text.encode() if text is not None else (message.get("bytes") or b"")
-        if len(raw) > settings.max_body_bytes:
-            await _send_error(
-                websocket,
-                ApiError(
-                    413,
-                    "body_too_large",
-                    f"frame is larger than the limit max_body_bytes={settings.max_body_bytes}",
-                ),
-            )
-            continue
         try:
+            if len(raw) > limit:
+                raise too_large(limit, "frame")
             frame = parse_body(StreamFrame, raw)
             offset = expected if frame.offset is None else frame.offset
-            prepare = step_preparer(frame.values, frame.horizon, settings)
-            result = await sessions.observe(record.id, offset, prepare, frame.horizon)
-        except _SESSION_ERRORS as exc:
-            err = api_error(exc)
-            await _send_error(websocket, err)
+            step = await state.sessions.observe(
+                record.id, owner, offset, frame.values, frame.horizon
+            )
+        except _KNOWN_ERRORS as exc:
+            err = as_api_error(exc)
+            assert err is not None
+            await websocket.send_text(error_json(err).decode())
             if isinstance(exc, SessionNotFound | VersionGone):
                 # The session cannot take another step: end the stream.
-                await websocket.close(code=_CLOSE_FOR_STATUS[err.status], reason=err.code)
+                await websocket.close(code=1008, reason=err.code)
                 return expected
             continue
-        expected = result.offset
-        await websocket.send_text(result.body.decode())
+        expected = step.offset
+        await websocket.send_text(observe_json(step).decode())

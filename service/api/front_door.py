@@ -1,0 +1,365 @@
+"""The front door: one outer ASGI layer that every HTTP and WebSocket request passes.
+
+In order, for every request before any route:
+
+1. request id: `X-Request-ID` taken from the client (when well formed) or made, put
+   on the answer and on every log line written while the request is handled;
+2. browser safety: a request carrying an `Origin` that is neither the service's own
+   host nor listed in SEQCAST_ALLOWED_ORIGINS gets 403 (listed origins get CORS
+   headers, and their preflights are answered here);
+3. API keys, when configured: `Authorization: Bearer`, `X-API-Key`, or for browsers
+   on the WebSocket the subprotocol `seqcast.key.<key>`; 401 otherwise;
+4. a POST body must be JSON (415) and its declared length within the limit (413);
+5. dispatch: a route with a JSON body (service.api.body_routes) is answered here with
+   the one body reader; every other request goes to the FastAPI app.
+
+Observers (the access log; metrics and tracing later) see every request's start and
+end, whichever way it was answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fastapi import FastAPI
+from starlette.routing import Match
+from starlette.types import Message, Receive, Scope, Send
+
+from service.api.auth import WS_KEY_PROTOCOL, ApiKeys
+from service.api.body import check_length, limited, read_body
+from service.api.body_routes import BodyRoute, Call, convert_params, declared_routes
+from service.api.errors import ApiError, as_api_error, error_json, internal_error
+from service.api.routes.docs import STATIC_PREFIX
+from service.api.state import OWNER_KEY, app_state
+from service.inputs import shown
+from service.redaction import redacted_path, request_id_var
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("seqcast.access")
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+_JSON = (b"content-type", b"application/json")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_EXEMPT_PATHS = {
+    "health": (("/healthz", "/readyz"), ()),
+    "docs": (("/docs", "/openapi.json"), (STATIC_PREFIX + "/",)),
+}
+_CORS_ALLOW_HEADERS = b"authorization, content-type, x-api-key, x-request-id"
+_CORS_EXPOSE_HEADERS = b"x-request-id, seqcast-replayed, retry-after, location"
+
+
+class RequestObserver(Protocol):
+    """Sees every request that passes the front door (metrics, tracing, access log)."""
+
+    def request_started(self, scope: Scope) -> None: ...
+
+    def request_ended(self, scope: Scope, status: int, seconds: float) -> None: ...
+
+
+class AccessLog:
+    """One line per request; session ids in paths appear as short tags."""
+
+    def request_started(self, scope: Scope) -> None:
+        pass
+
+    def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
+        access_log.info(
+            "%s %s %d %.1fms key=%s",
+            scope.get("method", "WS"),
+            redacted_path(scope["path"]),
+            status,
+            seconds * 1000,
+            scope.get(OWNER_KEY) or "-",
+        )
+
+
+@dataclass(slots=True)
+class _Headers:
+    """The request headers the front door reads, picked in one pass."""
+
+    origin: bytes | None = None
+    host: bytes | None = None
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    content_type: bytes | None = None
+    content_length: bytes | None = None
+    chunked: bool = False
+    request_id: bytes | None = None
+    protocols: bytes | None = None
+    preflight: bool = False
+
+    @classmethod
+    def of(cls, raw: Sequence[tuple[bytes, bytes]]) -> _Headers:
+        h = cls()
+        for key, value in raw:
+            if key == b"content-type":
+                h.content_type = value
+            elif key == b"content-length":
+                h.content_length = value
+            elif key == b"host":
+                h.host = value
+            elif key == b"origin":
+                h.origin = value
+            elif key == b"authorization":
+                h.authorization = value
+            elif key == b"x-api-key":
+                h.api_key = value
+            elif key == b"x-request-id":
+                h.request_id = value
+            elif key == b"transfer-encoding":
+                h.chunked = True
+            elif key == b"sec-websocket-protocol":
+                h.protocols = value
+            elif key == b"access-control-request-method":
+                h.preflight = True
+        return h
+
+
+class FrontDoor:
+    """The service as an ASGI app: this layer, then the declared routes or FastAPI."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        settings: Settings,
+        keys: ApiKeys,
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        self.app = app  # every route that is not declared with a JSON body
+        self.settings = settings
+        self.keys = keys
+        self._routes = declared_routes(app)
+        self._limit = settings.max_body_bytes
+        self._origins = frozenset(o.encode() for o in settings.origins)
+        exact: list[str] = []
+        prefixes: list[str] = []
+        for group in settings.exempt_groups:
+            exact += _EXEMPT_PATHS[group][0]
+            prefixes += _EXEMPT_PATHS[group][1]
+        self._exempt_exact = frozenset(exact)
+        self._exempt_prefixes = tuple(prefixes)
+        self._observers = ([AccessLog()] if settings.access_log else []) + list(observers)
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+
+    def openapi(self) -> dict[str, object]:
+        return self.app.openapi()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # lifespan
+            return
+        headers = _Headers.of(scope["headers"])
+        rid = headers.request_id
+        if rid is None or not _REQUEST_ID.match(rid):
+            rid = f"{self._id_prefix}-{next(self._ids):x}".encode()
+        token = request_id_var.set(rid.decode())
+        added = [(b"x-request-id", rid)]
+        cors = headers.origin is not None and headers.origin in self._origins
+        if cors:
+            assert headers.origin is not None
+            added += [
+                (b"access-control-allow-origin", headers.origin),
+                (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS),
+                (b"vary", b"Origin"),
+            ]
+        status = 0
+
+        async def reply(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind in ("http.response.start", "websocket.http.response.start"):
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), *added]}
+            elif kind == "websocket.accept":
+                status = 101
+                message = {**message, "headers": [*message.get("headers", ()), *added[:1]]}
+            await send(message)
+
+        started = time.perf_counter()
+        for observer in self._observers:
+            observer.request_started(scope)
+        try:
+            await self._handle(scope, receive, reply, headers, cors)
+        finally:
+            elapsed = time.perf_counter() - started
+            for observer in self._observers:
+                observer.request_ended(scope, status, elapsed)
+            request_id_var.reset(token)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, headers: _Headers, cors: bool
+    ) -> None:
+        http = scope["type"] == "http"
+        if cors and http and headers.preflight and scope["method"] == "OPTIONS":
+            await _send_preflight(send)
+            return
+        try:
+            self._admit(scope, headers, cors)
+        except ApiError as err:
+            if http:
+                await _send_error(send, err)
+            else:
+                await _deny_websocket(scope, receive, send, err)
+            return
+        if http:
+            for route, declared in self._routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope["route"] = route
+                    await self._serve(scope, receive, send, declared, child["path_params"])
+                    return
+            if scope["method"] in _BODY_METHODS:
+                receive = limited(receive, self._limit)
+        await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope, headers: _Headers, cors: bool) -> None:
+        """Raise the ApiError that refuses this request, if any; note its key's name."""
+        if headers.origin is not None and not cors and not _same_host(headers):
+            raise ApiError(
+                403,
+                "origin_not_allowed",
+                f"requests from origin {shown(headers.origin.decode('latin-1'))!r} are not "
+                "allowed; list it in SEQCAST_ALLOWED_ORIGINS",
+                "Origin",
+            )
+        if self.keys.enabled and not self._exempt(scope["path"]):
+            presented = _presented_key(headers, scope["type"] == "websocket")
+            name = self.keys.identify(presented) if presented is not None else None
+            if name is None:
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "a valid API key is required: send Authorization: Bearer <key> or "
+                    "X-API-Key: <key>" + (" (missing)" if presented is None else " (not valid)"),
+                    "Authorization",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            scope[OWNER_KEY] = name
+        if scope["type"] == "http" and scope["method"] in _BODY_METHODS:
+            if headers.content_length is not None:
+                check_length(headers.content_length, self._limit)
+            has_body = headers.chunked or headers.content_length not in (None, b"0")
+            if has_body and not _is_json(headers.content_type):
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    "the body must be JSON: send Content-Type: application/json",
+                    "Content-Type",
+                )
+
+    def _exempt(self, path: str) -> bool:
+        return path in self._exempt_exact or path.startswith(self._exempt_prefixes)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        declared: BodyRoute,
+        params: dict[str, str],
+    ) -> None:
+        """Answer a declared route; never raises (errors are answered in the error shape)."""
+        try:
+            converted = convert_params(declared, params)
+            body = await read_body(receive, self._limit)
+            state = app_state(scope)
+            owner = scope.get(OWNER_KEY, "")
+            answer = await declared.handler(Call(state, converted, body, owner))
+        except Exception as exc:
+            err = as_api_error(exc)
+            if err is None:
+                log.exception("unhandled error on POST %s", redacted_path(scope["path"]))
+                err = internal_error()
+            await _send_error(send, err)
+            return
+        headers = [_JSON, (b"content-length", str(len(answer.body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+def _same_host(headers: _Headers) -> bool:
+    """The page that sent it was served by this host (scheme://host[:port] == Host)."""
+    assert headers.origin is not None
+    _, sep, host = headers.origin.partition(b"://")
+    return bool(sep) and headers.host is not None and host == headers.host
+
+
+def _presented_key(headers: _Headers, websocket: bool) -> str | None:
+    if headers.authorization is not None:
+        scheme, _, token = headers.authorization.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    if headers.api_key is not None:
+        return headers.api_key.decode("latin-1").strip()
+    if websocket and headers.protocols is not None:
+        for offered in headers.protocols.decode("latin-1").split(","):
+            offered = offered.strip()
+            if offered.startswith(WS_KEY_PROTOCOL):
+                return offered[len(WS_KEY_PROTOCOL) :]
+    return None
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return False
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or (
+        kind.startswith(b"application/") and kind.endswith(b"+json")
+    )
+
+
+def _error_headers(err: ApiError, body: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
+    return headers
+
+
+async def _send_error(send: Send, err: ApiError) -> None:
+    body = error_json(err)
+    await send(
+        {"type": "http.response.start", "status": err.status, "headers": _error_headers(err, body)}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_preflight(send: Send) -> None:
+    headers = [
+        (b"access-control-allow-methods", b"GET, POST, DELETE"),
+        (b"access-control-allow-headers", _CORS_ALLOW_HEADERS),
+        (b"access-control-max-age", b"600"),
+        (b"content-length", b"0"),
+    ]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _deny_websocket(scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
+    """Refuse a WebSocket with the error body: as an HTTP answer where the server can send
+    one, else as an error frame on an accepted connection that is then closed."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    body = error_json(err)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": err.status,
+                "headers": _error_headers(err, body),
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": body.decode()})
+    await send({"type": "websocket.close", "code": 1008, "reason": err.code})

@@ -1,0 +1,217 @@
+"""Checking request inputs against a model and the limits: one validator for every way in.
+
+Predict, session creation, observe and WebSocket frames all turn their values, state
+and horizon into arrays here, so a limit or a model rule is checked in one place and
+named the same way everywhere. Nothing here knows HTTP: a refusal is an InputError
+naming the field at fault, which each protocol renders in its own shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.inference import SeriesInput
+from service.repository import F32_MAX, LoadedModel
+
+
+class InputError(ValueError):
+    """An input the model or the limits refuse; `field` names it, `code` says how."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may ask for (the `max_*` settings)."""
+
+    max_series: int
+    max_values: int
+    max_horizon: int
+
+
+class StateIn(Protocol):
+    """A state as a client sends it back (the API's State body)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def h(self) -> Sequence[Sequence[float]]: ...
+    @property
+    def c(self) -> Sequence[Sequence[float]] | None: ...
+
+
+class SeriesIn(Protocol):
+    @property
+    def values(self) -> Sequence[float] | Sequence[Sequence[float]]: ...
+    @property
+    def state(self) -> StateIn | None: ...
+    @property
+    def horizon(self) -> int: ...
+
+
+def series_inputs(
+    series: Sequence[SeriesIn], model: LoadedModel, limits: Limits
+) -> list[SeriesInput]:
+    """Every series of a predict request as arrays, checked against the model."""
+    if len(series) > limits.max_series:
+        raise InputError(
+            "limit_exceeded",
+            f"series has {len(series)} entries, over the limit "
+            f"max_series_per_request={limits.max_series}",
+            "series",
+        )
+    out = []
+    for i, s in enumerate(series):
+        field = f"series[{i}]"
+        values = values_array(s.values, model, limits, f"{field}.values")
+        check_horizon(s.horizon, model, limits, f"{field}.horizon")
+        h, c = state_arrays(s.state, model, f"{field}.state")
+        out.append(SeriesInput(values=values, h=h, c=c, horizon=s.horizon))
+    return out
+
+
+def check_horizon(horizon: int, model: LoadedModel, limits: Limits, field: str) -> None:
+    if horizon > limits.max_horizon:
+        raise InputError(
+            "limit_exceeded",
+            f"{field} is {horizon}, over the limit max_horizon={limits.max_horizon}",
+            field,
+        )
+    if horizon > 1 and not model.manifest.can_roll_out:
+        raise InputError(
+            "invalid_value",
+            f"{field} must be 1 for model {model.name!r}: its targets "
+            f"{model.manifest.targets} are not its features {model.manifest.features}, "
+            "so it cannot roll forward on its own predictions",
+            field,
+        )
+
+
+def values_array(
+    values: Sequence[float] | Sequence[Sequence[float]],
+    model: LoadedModel,
+    limits: Limits,
+    field: str,
+) -> np.ndarray:
+    """(time, features) float32 in original units, safe to scale for this model."""
+    n_features = model.manifest.architecture.input_size
+    if len(values) > limits.max_values:
+        raise InputError(
+            "limit_exceeded",
+            f"{field} has {len(values)} values, over the limit "
+            f"max_values_per_series={limits.max_values}",
+            field,
+        )
+    rows = isinstance(values[0], list)
+    if not rows and n_features != 1:
+        raise InputError(
+            "invalid_value",
+            f"{field} must be rows of {n_features} numbers ({', '.join(model.manifest.features)})"
+            f" for model {model.name!r}",
+            field,
+        )
+    array = _float32(values)
+    if not rows:
+        array = array.reshape(-1, 1)
+    elif array.ndim != 2 or array.shape[1] != n_features:
+        bad = _first_row_not_of_length(values, n_features)
+        raise InputError(
+            "invalid_value",
+            f"{field}[{bad}] must have {n_features} number(s) "
+            f"({', '.join(model.manifest.features)}) for model {model.name!r}",
+            f"{field}[{bad}]",
+        )
+    _check_scalable(array, model, field)
+    return array
+
+
+def state_arrays(
+    state: StateIn | None, model: LoadedModel, field: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(h, c) as (num_layers, hidden) float32 arrays; refused when not this model's."""
+    if state is None:
+        return None, None
+    if state.model != model.name or state.version != model.version:
+        raise InputError(
+            "state_mismatch",
+            f"{field} belongs to model {shown(state.model)!r} version {state.version}, not to "
+            f"model {model.name!r} version {model.version}",
+            f"{field}.model" if state.model != model.name else f"{field}.version",
+        )
+    layers, hidden = model.state_shape
+    h = _state_matrix(state.h, layers, hidden, f"{field}.h")
+    if model.manifest.is_lstm:
+        if state.c is None:
+            raise InputError(
+                "missing_field", f"{field}.c is required: {model.name!r} is an LSTM", f"{field}.c"
+            )
+        return h, _state_matrix(state.c, layers, hidden, f"{field}.c")
+    if state.c is not None:
+        raise InputError(
+            "unknown_field",
+            f"{field}.c must be absent: {model.name!r} is {model.manifest.architecture.cell}, "
+            "which has no cell state",
+            f"{field}.c",
+        )
+    return h, None
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """Client input echoed in a message, cut to `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} characters)"
+
+
+def _check_scalable(array: np.ndarray, model: LoadedModel, field: str) -> None:
+    """Refuse a value that leaves float32 once scaled into model units."""
+    if model.scale_is_safe:
+        return
+    too_large = np.abs(array * model.x_mul64 + model.x_add64) > F32_MAX  # float64: no overflow
+    if too_large.any():
+        t, _ = np.argwhere(too_large)[0]
+        raise InputError(
+            "invalid_value",
+            f"{field}[{t}]: value is too large for this model: it overflows float32 "
+            f"(max {F32_MAX:.4g}) once scaled",
+            f"{field}[{t}]",
+        )
+
+
+def _state_matrix(
+    matrix: Sequence[Sequence[float]], layers: int, hidden: int, field: str
+) -> np.ndarray:
+    array = _float32(matrix)
+    if array.shape != (layers, hidden):
+        shape = list(array.shape) if array.ndim == 2 else "ragged"
+        raise InputError(
+            "invalid_shape",
+            f"{field} must be [num_layers][hidden] = [{layers}][{hidden}], got {shape}",
+            field,
+        )
+    return array
+
+
+def _float32(numbers: Any) -> np.ndarray:
+    """float32 array of validated numbers (finite, within float32 range); 1-d empty if ragged."""
+    try:
+        return np.asarray(numbers, dtype=np.float32)
+    except ValueError:
+        # Ragged rows: the caller says which row is at fault.
+        return np.empty((0,), dtype=np.float32)
+
+
+def _first_row_not_of_length(rows: Any, length: int) -> int:
+    # Error path only: the happy path never loops over rows in Python.
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != length:
+            return i
+    return 0
