@@ -1,12 +1,15 @@
-"""Predict throughput and latency: seqcast against a plain FastAPI + ONNX Runtime baseline.
+"""Predict throughput and latency: seqcast against a plain FastAPI + ONNX Runtime baseline,
+and against an earlier seqcast commit.
 
-Both servers run as real uvicorn processes on loopback with the same options (one
+The servers run as real uvicorn processes on loopback with the same options (one
 worker, uvloop + httptools, no access log) pinned to CPU 0; wrk runs pinned to CPU 1.
 Every request is one series of 20 values with a state, answered with the new state.
-Runs alternate seqcast / baseline / seqcast / baseline so drifting machine load hits
-both alike; the table reports the mean requests/s and the median of p50 and p99.
+Runs alternate between the servers (seqcast / [before] / baseline, repeated) so drifting
+machine load hits all alike; the table reports the mean requests/s and the median of p50
+and p99, and seqcast's rate divided by each other server's.
 
     .venv/bin/python -m bench.predict_bench --duration 12 --warmup 2 --rounds 2  # as in docs
+    .venv/bin/python -m bench.predict_bench --against b910520 --api-key   # a change, keys on
     .venv/bin/python -m bench.predict_bench --sched fifo    # a machine loaded by other work
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
 
@@ -38,9 +41,13 @@ from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
 SCHED = {"fifo": ["chrt", "-f", "10"], "nice": ["nice", "-n", "-10"], "none": []}
 PREFIX: list[str] = []
 
+# Sent by every request to every server (a server without keys ignores it): equal bytes.
+BENCH_KEY = "bench-key-" + "k" * 32
+
 _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer BENCH_KEY"
 wrk.body = io.open(os.getenv("BENCH_BODY_FILE")):read("*a")
 done = function(summary, latency, requests)
   io.write(string.format('BENCH {"requests": %d, "errors": %d, "non2xx": %d, '
@@ -52,17 +59,33 @@ end
 """
 
 
-def start(kind: str, repo: Path, name: str, port: int, stack: ExitStack) -> tuple[str, int]:
-    """Start one server on CPU 0 and wait until it answers; returns its base URL and pid."""
+def start(
+    kind: str,
+    repo: Path,
+    name: str,
+    port: int,
+    stack: ExitStack,
+    *,
+    source: Path = ROOT,
+    keys: bool = False,
+) -> tuple[str, int]:
+    """Start one server on CPU 0 and wait until it answers; returns its base URL and pid.
+
+    `source`: the checkout whose `service` package runs (an earlier commit for "before").
+    """
     version_dir = max((repo / name).iterdir(), key=lambda p: int(p.name))
     env = dict(os.environ, SEQCAST_MODEL_DIR=str(repo), BASELINE_MODEL=str(version_dir))
-    target = "service.app:create_app" if kind == "seqcast" else "bench.baseline_app:create_app"
+    env["PYTHONPATH"] = str(source)
+    env["SEQCAST_ACCESS_LOG"] = "false"  # as --no-access-log below: no access log anywhere
+    if keys:
+        env["SEQCAST_API_KEYS"] = f"bench:{BENCH_KEY}"
+    target = "bench.baseline_app:create_app" if kind == "baseline" else "service.app:create_app"
     cmd = [
         *PREFIX, "taskset", "-c", "0", sys.executable, "-m", "uvicorn", target, "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    proc = subprocess.Popen(cmd, cwd=source, env=env)
     stack.callback(stop, proc)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -83,9 +106,8 @@ def request_body(url: str, name: str) -> bytes:
     """One series of 20 values with the state a previous call returned."""
     values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(20)]
     first = json.dumps({"series": [{"values": values}]}).encode()
-    req = urllib.request.Request(
-        f"{url}/v1/models/{name}/predict", first, {"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
+    req = urllib.request.Request(f"{url}/v1/models/{name}/predict", first, headers)
     with urllib.request.urlopen(req, timeout=10) as response:
         state = json.loads(response.read())["series"][0]["state"]
     return json.dumps(
@@ -121,6 +143,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sched", choices=sorted(SCHED), default="none", help="see SCHED")
+    parser.add_argument(
+        "--against", metavar="REV", help="also run seqcast as of this git commit ('before')"
+    )
+    parser.add_argument("--api-key", action="store_true", help="run this seqcast with API keys on")
+    parser.add_argument("--no-baseline", action="store_true", help="leave the baseline out")
     args = parser.parse_args()
     PREFIX[:] = SCHED[args.sched]
 
@@ -128,10 +155,22 @@ def main() -> int:
         workdir = Path(tmp)
         repo, name = pick_model(workdir)
         lua = workdir / "post.lua"
-        lua.write_text(_LUA)
-        servers = {
-            kind: start(kind, repo, name, free_port(), stack) for kind in ("seqcast", "baseline")
-        }
+        lua.write_text(_LUA.replace("BENCH_KEY", BENCH_KEY))
+        servers = {"seqcast": start("seqcast", repo, name, free_port(), stack, keys=args.api_key)}
+        if args.against:
+            before = workdir / "before"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.against],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            stack.callback(
+                subprocess.run,
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
+                check=False,
+            )
+            servers["before"] = start("before", repo, name, free_port(), stack, source=before)
+        if not args.no_baseline:
+            servers["baseline"] = start("baseline", repo, name, free_port(), stack)
         body = workdir / "body.json"
         body.write_bytes(request_body(servers["seqcast"][0], name))
         load = os.getloadavg()[0]
@@ -140,7 +179,7 @@ def main() -> int:
         for connections in args.concurrency:
             for url, pid in servers.values():
                 wrk(url, pid, name, connections, args.warmup, lua, body)
-            runs: dict[str, list[dict[str, Any]]] = {"seqcast": [], "baseline": []}
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
             for _ in range(args.rounds):
                 for kind, (url, pid) in servers.items():
                     r = wrk(url, pid, name, connections, args.duration, lua, body)
@@ -158,10 +197,13 @@ def main() -> int:
 
     print()
     print(f"--sched {args.sched}: server scheduling policy {results['sched']} (1 = FIFO)")
+    if args.against:
+        print(f"before = seqcast at {args.against}; seqcast API keys: {args.api_key}")
     print(f"model {results['model']}; load average {results['load_before']:.2f} before, "
           f"{results['load_after']:.2f} after")  # fmt: skip
     print(
-        "| concurrency | server | requests/s | p50 ms | p99 ms | CPU µs/request | ratio (req/s) |"
+        "| concurrency | server | requests/s | p50 ms | p99 ms | CPU µs/request "
+        "| seqcast ÷ this (req/s) |"
     )
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for connections, runs in results["runs"].items():
@@ -170,7 +212,7 @@ def main() -> int:
             p50 = statistics.median(r["p50_us"] for r in rs) / 1000
             p99 = statistics.median(r["p99_us"] for r in rs) / 1000
             cpu = statistics.mean(r["cpu_us_per_request"] for r in rs)
-            ratio = f"{mean['seqcast'] / mean['baseline']:.2f}x" if kind == "seqcast" else ""
+            ratio = f"{mean['seqcast'] / mean[kind]:.2f}x" if kind != "seqcast" else ""
             print(
                 f"| {connections} | {kind} | {mean[kind]:.0f} | {p50:.2f} | {p99:.2f} "
                 f"| {cpu:.0f} | {ratio} |"

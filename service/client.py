@@ -35,7 +35,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 # Numbers for a one-feature model, rows for several; numpy arrays work too.
-Values = Sequence[float] | Sequence[Sequence[float]]
+ValuesLike = Sequence[float] | Sequence[Sequence[float]]
 _RETRY_STATUSES = frozenset({502, 503, 504})
 
 
@@ -91,11 +91,16 @@ class Client:
         retries: int = 3,
         backoff_s: float = 0.05,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
-        """``retries``: extra attempts after a transport error or a 502/503/504."""
+        """``retries``: extra attempts after a transport error or a 502/503/504;
+        ``api_key``: sent as ``Authorization: Bearer`` when the server asks for keys."""
         self.retries = retries
         self.backoff_s = backoff_s
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=headers
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -135,7 +140,7 @@ class Client:
     def predict(
         self,
         model: str,
-        values: Values,
+        values: ValuesLike,
         *,
         state: dict[str, Any] | None = None,
         horizon: int = 1,
@@ -162,9 +167,9 @@ class Client:
         model: str,
         *,
         version: int | None = None,
-        warmup: Values | None = None,
+        warmup: ValuesLike | None = None,
         state: dict[str, Any] | None = None,
-    ) -> Session:
+    ) -> RemoteSession:
         """Start a server-held session (default version unless given), optionally warmed up."""
         body: dict[str, Any] = {}
         if warmup is not None:
@@ -173,16 +178,16 @@ class Client:
             body["state"] = state
         # Not retried: a lost answer would leave an orphan session (it expires by TTL).
         response = _checked(self._http.post(f"{_model_path(model, version)}/sessions", json=body))
-        return Session(self, response.json())
+        return RemoteSession(self, response.json())
 
-    def session(self, session_id: str) -> Session:
+    def session(self, session_id: str) -> RemoteSession:
         """Attach to an existing session (e.g. one another process created)."""
-        return Session(self, self.request("GET", f"/v1/sessions/{session_id}").json())
+        return RemoteSession(self, self.request("GET", f"/v1/sessions/{session_id}").json())
 
 
 @dataclass
-class Session:
-    """A server-held session. The client tracks its offset; observe sends it."""
+class RemoteSession:
+    """A session held by the server, seen from the client, which tracks its offset."""
 
     client: Client
     info: dict[str, Any] = field(repr=False)
@@ -208,7 +213,7 @@ class Session:
     ) -> None:
         self.close()
 
-    def observe(self, values: Values, *, horizon: int = 1) -> Observation:
+    def observe(self, values: ValuesLike, *, horizon: int = 1) -> Observation:
         """Feed the next values at the current offset; exactly once even when retried.
 
         Raises OffsetConflictError when someone else moved the session; call
@@ -242,7 +247,7 @@ class Session:
                 raise
 
 
-def _as_json(values: Values | Any) -> list[Any]:
+def _as_json(values: ValuesLike | Any) -> list[Any]:
     """Values as JSON lists: numbers, or rows of numbers; numpy arrays welcome."""
     if hasattr(values, "tolist"):  # numpy arrays and scalars, without importing numpy
         listed: list[Any] = values.tolist()

@@ -173,7 +173,7 @@ def shown(text: str, limit: int = 64) -> str:
 
 def _check_scalable(array: np.ndarray, model: LoadedModel, field: str) -> None:
     """Refuse a value that leaves float32 once scaled into model units."""
-    if model.scale_is_safe:
+    if model.scale_is_safe or float(np.abs(array).max()) <= model.safe_abs:
         return
     too_large = np.abs(array * model.x_mul64 + model.x_add64) > F32_MAX  # float64: no overflow
     if too_large.any():

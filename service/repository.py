@@ -53,6 +53,9 @@ class LoadedModel:
     # True when no float32 value can leave float32 range once scaled (every scale above
     # about 1, the common case): scaling then needs neither float64 nor a range check.
     scale_is_safe: bool
+    # Values up to this magnitude stay within float32 once scaled, whatever the feature
+    # (inf when scale_is_safe): one max() decides for a whole request.
+    safe_abs: float
 
     @property
     def name(self) -> str:
@@ -240,6 +243,11 @@ def _scaler_vectors(manifest: Manifest) -> dict[str, Any]:
         "x_mul": x_mul64.astype(np.float32),
         "x_add": x_add64.astype(np.float32),
         "scale_is_safe": safe,
+        "safe_abs": (
+            float("inf")
+            if safe
+            else (F32_MAX - float(np.abs(x_add64).max())) / float(np.abs(x_mul64).max())
+        ),
     }
 
 

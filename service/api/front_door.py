@@ -25,11 +25,9 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import FastAPI
-from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from service.api.auth import WS_KEY_PROTOCOL, ApiKeys
@@ -48,6 +46,7 @@ access_log = logging.getLogger("seqcast.access")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _JSON = (b"content-type", b"application/json")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_PREFLIGHT = b"access-control-request-method"
 _EXEMPT_PATHS = {
     "health": (("/healthz", "/readyz"), ()),
     "docs": (("/docs", "/openapi.json"), (STATIC_PREFIX + "/",)),
@@ -71,6 +70,8 @@ class AccessLog:
         pass
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         access_log.info(
             "%s %s %d %.1fms key=%s",
             scope.get("method", "WS"),
@@ -81,46 +82,8 @@ class AccessLog:
         )
 
 
-@dataclass(slots=True)
-class _Headers:
-    """The request headers the front door reads, picked in one pass."""
-
-    origin: bytes | None = None
-    host: bytes | None = None
-    authorization: bytes | None = None
-    api_key: bytes | None = None
-    content_type: bytes | None = None
-    content_length: bytes | None = None
-    chunked: bool = False
-    request_id: bytes | None = None
-    protocols: bytes | None = None
-    preflight: bool = False
-
-    @classmethod
-    def of(cls, raw: Sequence[tuple[bytes, bytes]]) -> _Headers:
-        h = cls()
-        for key, value in raw:
-            if key == b"content-type":
-                h.content_type = value
-            elif key == b"content-length":
-                h.content_length = value
-            elif key == b"host":
-                h.host = value
-            elif key == b"origin":
-                h.origin = value
-            elif key == b"authorization":
-                h.authorization = value
-            elif key == b"x-api-key":
-                h.api_key = value
-            elif key == b"x-request-id":
-                h.request_id = value
-            elif key == b"transfer-encoding":
-                h.chunked = True
-            elif key == b"sec-websocket-protocol":
-                h.protocols = value
-            elif key == b"access-control-request-method":
-                h.preflight = True
-        return h
+# Request headers as a dict (ASGI names are lowercase; a repeated header's last value).
+Headers = dict[bytes, bytes]
 
 
 class FrontDoor:
@@ -148,7 +111,7 @@ class FrontDoor:
         self._exempt_prefixes = tuple(prefixes)
         self._observers = ([AccessLog()] if settings.access_log else []) + list(observers)
         self._ids = itertools.count(1)
-        self._id_prefix = secrets.token_hex(4)
+        self._id_prefix = secrets.token_hex(4).encode()
 
     def openapi(self) -> dict[str, object]:
         return self.app.openapi()
@@ -157,23 +120,25 @@ class FrontDoor:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)  # lifespan
             return
-        headers = _Headers.of(scope["headers"])
-        rid = headers.request_id
+        headers: Headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id")
         if rid is None or not _REQUEST_ID.match(rid):
-            rid = f"{self._id_prefix}-{next(self._ids):x}".encode()
+            rid = b"%s-%x" % (self._id_prefix, next(self._ids))
         token = request_id_var.set(rid.decode())
         added = [(b"x-request-id", rid)]
-        cors = headers.origin is not None and headers.origin in self._origins
+        origin = headers.get(b"origin")
+        cors = origin is not None and origin in self._origins
         if cors:
-            assert headers.origin is not None
+            assert origin is not None
             added += [
-                (b"access-control-allow-origin", headers.origin),
+                (b"access-control-allow-origin", origin),
                 (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS),
                 (b"vary", b"Origin"),
             ]
         status = 0
 
         async def reply(message: Message) -> None:
+            # Every answer, whoever sends it, carries the request id (and CORS headers).
             nonlocal status
             kind = message["type"]
             if kind in ("http.response.start", "websocket.http.response.start"):
@@ -184,50 +149,58 @@ class FrontDoor:
                 message = {**message, "headers": [*message.get("headers", ()), *added[:1]]}
             await send(message)
 
-        started = time.perf_counter()
+        started = time.perf_counter() if self._observers else 0.0
         for observer in self._observers:
             observer.request_started(scope)
+        http = scope["type"] == "http"
         try:
-            await self._handle(scope, receive, reply, headers, cors)
+            if cors and http and scope["method"] == "OPTIONS" and _PREFLIGHT in headers:
+                await _send_preflight(reply)
+                return
+            try:
+                self._admit(scope, headers, cors)
+            except ApiError as err:
+                if http:
+                    await _send_error(reply, err)
+                else:
+                    await _deny_websocket(scope, receive, reply, err)
+                return
+            found = self._match(scope) if http else None
+            if found is not None:
+                # The declared routes answer here, adding the headers themselves.
+                status = await self._serve(scope, receive, send, *found, added)
+                return
+            if http and scope["method"] in _BODY_METHODS:
+                receive = limited(receive, self._limit)
+            await self.app(scope, receive, reply)
         finally:
-            elapsed = time.perf_counter() - started
-            for observer in self._observers:
-                observer.request_ended(scope, status, elapsed)
+            if self._observers:
+                elapsed = time.perf_counter() - started
+                for observer in self._observers:
+                    observer.request_ended(scope, status, elapsed)
             request_id_var.reset(token)
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, headers: _Headers, cors: bool
-    ) -> None:
-        http = scope["type"] == "http"
-        if cors and http and headers.preflight and scope["method"] == "OPTIONS":
-            await _send_preflight(send)
-            return
-        try:
-            self._admit(scope, headers, cors)
-        except ApiError as err:
-            if http:
-                await _send_error(send, err)
-            else:
-                await _deny_websocket(scope, receive, send, err)
-            return
-        if http:
-            for route, declared in self._routes:
-                match, child = route.matches(scope)
-                if match is Match.FULL:
-                    scope["route"] = route
-                    await self._serve(scope, receive, send, declared, child["path_params"])
-                    return
-            if scope["method"] in _BODY_METHODS:
-                receive = limited(receive, self._limit)
-        await self.app(scope, receive, send)
+    def _match(self, scope: Scope) -> tuple[BodyRoute, dict[str, str]] | None:
+        """The declared route and path parameters of a POST, with FastAPI's own route
+        patterns; a path they do not match (or another method) goes to FastAPI."""
+        if scope["method"] != "POST":
+            return None
+        path = _route_path(scope)
+        for route, declared in self._routes:
+            match = route.path_regex.match(path)
+            if match is not None:
+                scope["route"] = route
+                return declared, match.groupdict()
+        return None
 
-    def _admit(self, scope: Scope, headers: _Headers, cors: bool) -> None:
+    def _admit(self, scope: Scope, headers: Headers, cors: bool) -> None:
         """Raise the ApiError that refuses this request, if any; note its key's name."""
-        if headers.origin is not None and not cors and not _same_host(headers):
+        origin = headers.get(b"origin")
+        if origin is not None and not cors and not _same_host(origin, headers.get(b"host")):
             raise ApiError(
                 403,
                 "origin_not_allowed",
-                f"requests from origin {shown(headers.origin.decode('latin-1'))!r} are not "
+                f"requests from origin {shown(origin.decode('latin-1'))!r} are not "
                 "allowed; list it in SEQCAST_ALLOWED_ORIGINS",
                 "Origin",
             )
@@ -245,10 +218,11 @@ class FrontDoor:
                 )
             scope[OWNER_KEY] = name
         if scope["type"] == "http" and scope["method"] in _BODY_METHODS:
-            if headers.content_length is not None:
-                check_length(headers.content_length, self._limit)
-            has_body = headers.chunked or headers.content_length not in (None, b"0")
-            if has_body and not _is_json(headers.content_type):
+            length = headers.get(b"content-length")
+            if length is not None:
+                check_length(length, self._limit)
+            has_body = length not in (None, b"0") or b"transfer-encoding" in headers
+            if has_body and not _is_json(headers.get(b"content-type")):
                 raise ApiError(
                     415,
                     "unsupported_media_type",
@@ -266,43 +240,60 @@ class FrontDoor:
         send: Send,
         declared: BodyRoute,
         params: dict[str, str],
-    ) -> None:
-        """Answer a declared route; never raises (errors are answered in the error shape)."""
+        added: list[tuple[bytes, bytes]],
+    ) -> int:
+        """Answer a declared route and return the status; never raises (errors are
+        answered in the error shape)."""
         try:
             converted = convert_params(declared, params)
             body = await read_body(receive, self._limit)
-            state = app_state(scope)
             owner = scope.get(OWNER_KEY, "")
-            answer = await declared.handler(Call(state, converted, body, owner))
+            answer = await declared.handler(Call(app_state(scope), converted, body, owner))
         except Exception as exc:
             err = as_api_error(exc)
             if err is None:
                 log.exception("unhandled error on POST %s", redacted_path(scope["path"]))
                 err = internal_error()
-            await _send_error(send, err)
-            return
-        headers = [_JSON, (b"content-length", str(len(answer.body)).encode())]
-        headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+            body = error_json(err)
+            headers = _error_headers(err, body) + added
+            await send({"type": "http.response.start", "status": err.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return err.status
+        headers = [_JSON, (b"content-length", str(len(answer.body)).encode()), *added]
+        if answer.headers:
+            headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
+        return answer.status
 
 
-def _same_host(headers: _Headers) -> bool:
+def _route_path(scope: Scope) -> str:
+    """The path routes match against: without the root_path prefix (as Starlette's)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
+
+
+def _same_host(origin: bytes, host: bytes | None) -> bool:
     """The page that sent it was served by this host (scheme://host[:port] == Host)."""
-    assert headers.origin is not None
-    _, sep, host = headers.origin.partition(b"://")
-    return bool(sep) and headers.host is not None and host == headers.host
+    _, sep, origin_host = origin.partition(b"://")
+    return bool(sep) and host is not None and origin_host == host
 
 
-def _presented_key(headers: _Headers, websocket: bool) -> str | None:
-    if headers.authorization is not None:
-        scheme, _, token = headers.authorization.decode("latin-1").partition(" ")
+def _presented_key(headers: Headers, websocket: bool) -> str | None:
+    authorization = headers.get(b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    if headers.api_key is not None:
-        return headers.api_key.decode("latin-1").strip()
-    if websocket and headers.protocols is not None:
-        for offered in headers.protocols.decode("latin-1").split(","):
+    api_key = headers.get(b"x-api-key")
+    if api_key is not None:
+        return api_key.decode("latin-1").strip()
+    protocols = headers.get(b"sec-websocket-protocol")
+    if websocket and protocols is not None:
+        for offered in protocols.decode("latin-1").split(","):
             offered = offered.strip()
             if offered.startswith(WS_KEY_PROTOCOL):
                 return offered[len(WS_KEY_PROTOCOL) :]

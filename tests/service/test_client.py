@@ -158,3 +158,16 @@ def test_offset_conflict_and_errors_are_typed(base_url: str) -> None:
         with pytest.raises(SeqcastError) as bad:
             mine.observe([1.0], horizon=0)
         assert (bad.value.status, bad.value.field) == (422, "horizon")
+
+
+def test_the_client_sends_its_api_key(model_dir: Path) -> None:
+    key = "client-test-key-" + "q" * 20
+    with live_server(Settings(model_dir=model_dir, api_keys=f"tester:{key}")) as address:
+        url = f"http://{address}"
+        with Client(url) as anonymous, pytest.raises(SeqcastError) as refused:
+            anonymous.predict("tiny-rnn", [1.0, 2.0])
+        assert refused.value.status == 401
+        with Client(url, api_key=key) as client:
+            assert len(client.predict("tiny-rnn", [1.0, 2.0]).forecast) == 1
+            with client.create_session("tiny-rnn") as session:
+                assert session.observe([0.5]).offset == 1
