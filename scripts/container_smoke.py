@@ -42,6 +42,7 @@ import http.server
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -408,7 +409,8 @@ def check_drain(engine: Engine, api: Endpoint, name: str, clients: int, steps: i
     mark = next((i for i, line in enumerate(lines) if "Shutting down" in line), None)
     if mark is None:
         raise SmokeFailure(f"the server never logged 'Shutting down' after SIGTERM:\n{logs}")
-    after = sum(1 for line in lines[mark:] if '/predict HTTP/1.1" 200' in line)
+    # The front door's access log: "seqcast.access [<request id>]: POST <path> 200 <ms>ms".
+    after = sum(1 for line in lines[mark:] if re.search(r"seqcast\.access .*/predict 200 ", line))
     say(
         f"all {clients} answered 200: {late} completed after SIGTERM (the last "
         f"{done[-1]:.2f}s after it), {after} logged by the server after 'Shutting down'; "
