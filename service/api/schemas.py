@@ -8,15 +8,18 @@ them in OpenAPI.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-from service.repository import F32_MAX
-
 # Finite and within float32 range, checked in pydantic's Rust core: every number the
-# service accepts converts to float32 without overflow.
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-F32_MAX, le=F32_MAX)]
+# service accepts converts to float32 without overflow. The limit is the largest double
+# that rounds to float32's max, not that max itself: answers print float32s as the
+# shortest text that reads back the same, which for the max is 3.4028235e+38, a little
+# above F32_MAX as a double, and a state must be taken back as it was answered.
+F32_LIMIT = math.nextafter(2.0**128 - 2.0**103, 0.0)  # 2**128 - 2**103 rounds to inf
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-F32_LIMIT, le=F32_LIMIT)]
 
 
 def _integral(value: Any) -> Any:
@@ -47,6 +50,13 @@ Values = Annotated[
     ),
 ]
 StateMatrix = Annotated[list[list[Number]], Field(description="[num_layers][hidden]", min_length=1)]
+# h is a tanh output: within [-1, 1] up to the runtime's float32 rounding. A larger h was
+# never answered, and drives the recurrent matmul to inf and the answer to NaN.
+H_LIMIT = 1.001
+StateH = Annotated[
+    list[list[Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-H_LIMIT, le=H_LIMIT)]]],
+    Field(description=f"[num_layers][hidden], each within ±{H_LIMIT}", min_length=1),
+]
 
 
 class StrictModel(BaseModel):
@@ -60,7 +70,7 @@ class State(StrictModel):
 
     model: str = Field(description="model name the state belongs to")
     version: Integer = Field(ge=1, description="model version the state belongs to")
-    h: StateMatrix
+    h: StateH
     c: StateMatrix | None = Field(None, description="LSTM cell state; absent for RNN and GRU")
 
 
