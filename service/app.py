@@ -17,8 +17,9 @@ from service.api.auth import load_keys
 from service.api.body_routes import add_body_routes
 from service.api.errors import install_error_handlers
 from service.api.front_door import FrontDoor
+from service.api.openapi import OpenApiDocument
 from service.api.routes import BODY_ROUTES, api_router
-from service.api.routes.docs import STATIC_PREFIX
+from service.api.routes.docs import STATIC_PREFIX, openapi_router
 from service.api.state import AppState, lifespan_state
 from service.providers import resolve_providers
 from service.redaction import install_log_context
@@ -71,12 +72,19 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
         title="seqcast",
         version=__version__,
         summary="Recurrent time-series forecasts with the state to continue them.",
+        description=(
+            "Each served model (and version) has its own paths here, with a request body "
+            "exact for it: feature count, state shape, horizon, value range. Any other name "
+            "is answered 404. Every error has the ErrorResponse shape."
+        ),
         lifespan=_lifespan(settings),
         docs_url=None,  # served from local assets by service.api.routes.docs
         redoc_url=None,
+        openapi_url=None,  # built per app for its models by service.api.openapi
     )
     install_error_handlers(app)
     app.include_router(api_router)
     add_body_routes(app.router, BODY_ROUTES)
+    app.include_router(openapi_router(OpenApiDocument(app, settings, keys=keys.enabled)))
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     return FrontDoor(app, settings, keys)

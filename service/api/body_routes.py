@@ -1,5 +1,6 @@
 """Routes with a JSON body, each declared once: the front door answers them directly,
-and the same declaration gives FastAPI its route (and OpenAPI its description).
+and the same declaration gives FastAPI its route, which service.api.openapi describes with
+a body schema for each served model.
 
 Profiling showed FastAPI's routing and dependency layers costing more than the model
 for a typical request, so the front door (service.api.front_door) matches these routes
@@ -102,7 +103,6 @@ def add_body_routes(router: APIRouter, routes: list[BodyRoute]) -> None:
             status_code=route.status_code,
             response_model=route.response,
             responses={code: {"model": ErrorResponse} for code in route.errors},
-            openapi_extra=_request_body(route),
             summary=route.summary,
             description=route.summary,
             tags=list(route.tags),
@@ -141,32 +141,3 @@ def _endpoint(route: BodyRoute) -> Callable[..., Awaitable[Response]]:
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.body_route = route  # type: ignore[attr-defined]
     return endpoint
-
-
-def _request_body(route: BodyRoute) -> dict[str, Any]:
-    schema = inline_schema(route.request.model_json_schema())
-    return {
-        "requestBody": {
-            "required": route.body_required,
-            "content": {"application/json": {"schema": schema}},
-        }
-    }
-
-
-def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its local $defs substituted in place (no $refs left)."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                rest = {k: v for k, v in node.items() if k != "$ref"}
-                return {**resolve(defs[ref.removeprefix("#/$defs/")]), **resolve(rest)}
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
