@@ -243,10 +243,14 @@ def _scaler_vectors(manifest: Manifest) -> dict[str, Any]:
         "x_mul": x_mul64.astype(np.float32),
         "x_add": x_add64.astype(np.float32),
         "scale_is_safe": safe,
+        # A hair under the exact bound, so float64 rounding never lets past a value
+        # that the exact check (service.inputs) would refuse.
         "safe_abs": (
             float("inf")
             if safe
-            else (F32_MAX - float(np.abs(x_add64).max())) / float(np.abs(x_mul64).max())
+            else (F32_MAX - float(np.abs(x_add64).max()))
+            / float(np.abs(x_mul64).max())
+            * (1 - 1e-9)
         ),
     }
 

@@ -113,9 +113,6 @@ class FrontDoor:
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4).encode()
 
-    def openapi(self) -> dict[str, object]:
-        return self.app.openapi()
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)  # lifespan
