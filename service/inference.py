@@ -108,9 +108,11 @@ class InferenceCore:
             given = getattr(inputs[indices[0]], which)
             if given is not None:
                 return given[:, None, :]  # type: ignore[no-any-return]  # (L, 1, H) view
-        state = np.zeros((self._num_layers, len(indices), self._hidden), np.float32)  # (L, B, H)
-        for b, i in enumerate(indices):
-            given = getattr(inputs[i], which)
+        states = [getattr(inputs[i], which) for i in indices]
+        if all(s is not None for s in states):
+            return np.stack(states, axis=1)  # (L, B, H) in one copy: the common case
+        state = np.zeros((self._num_layers, len(indices), self._hidden), np.float32)
+        for b, given in enumerate(states):
             if given is not None:
                 state[:, b, :] = given
         return state

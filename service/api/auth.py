@@ -38,9 +38,9 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self.entries)
 
-    def identify(self, presented: str) -> str | None:
+    def identify(self, presented: bytes) -> str | None:
         """The name of the key `presented` is, or None; time independent of which."""
-        digest = hashlib.sha256(presented.encode()).digest()
+        digest = hashlib.sha256(presented).digest()
         found: str | None = None
         for name, stored in self.entries:
             # Every entry is compared, with no early exit.

@@ -279,23 +279,24 @@ def _same_host(origin: bytes, host: bytes | None) -> bool:
     return bool(sep) and host is not None and origin_host == host
 
 
-def _presented_key(headers: Headers, websocket: bool) -> str | None:
+def _presented_key(headers: Headers, websocket: bool) -> bytes | None:
     authorization = headers.get(b"authorization")
     if authorization is not None:
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        scheme, _, token = authorization.partition(b" ")
+        token = token.strip()
+        if scheme.lower() == b"bearer" and token:
+            return token
     api_key = headers.get(b"x-api-key")
     if api_key is not None:
-        return api_key.decode("latin-1").strip()
+        return api_key.strip()
     protocols = headers.get(b"sec-websocket-protocol")
     if websocket and protocols is not None:
-        for offered in protocols.decode("latin-1").split(","):
+        prefix = WS_KEY_PROTOCOL.encode()
+        for offered in protocols.split(b","):
             offered = offered.strip()
-            if offered.startswith(WS_KEY_PROTOCOL):
-                return offered[len(WS_KEY_PROTOCOL) :]
+            if offered.startswith(prefix):
+                return offered[len(prefix) :]
     return None
-
 
 def _is_json(content_type: bytes | None) -> bool:
     if content_type is None:
