@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -54,6 +55,10 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
         runner = ModelRunner(settings.inline_max_steps)
         sessions = make_session_manager(settings, repository, runner)
         state = AppState(settings, repository, runner, sessions, limits_of(settings))
+        # Everything built so far lives as long as the app: move it out of the garbage
+        # collector's generations, so collections under load walk only request objects.
+        gc.collect()
+        gc.freeze()
         try:
             yield lifespan_state(state)
         finally:

@@ -100,6 +100,7 @@ class FrontDoor:
         self.settings = settings
         self.keys = keys
         self._routes = declared_routes(app)
+        self._keys_on = keys.enabled
         self._limit = settings.max_body_bytes
         self._origins = frozenset(o.encode() for o in settings.origins)
         exact: list[str] = []
@@ -201,7 +202,7 @@ class FrontDoor:
                 "allowed; list it in SEQCAST_ALLOWED_ORIGINS",
                 "Origin",
             )
-        if self.keys.enabled and not self._exempt(scope["path"]):
+        if self._keys_on and not self._exempt(scope["path"]):
             presented = _presented_key(headers, scope["type"] == "websocket")
             name = self.keys.identify(presented) if presented is not None else None
             if name is None:
@@ -216,8 +217,8 @@ class FrontDoor:
             scope[OWNER_KEY] = name
         if scope["type"] == "http" and scope["method"] in _BODY_METHODS:
             length = headers.get(b"content-length")
-            if length is not None:
-                check_length(length, self._limit)
+            if length is not None and not (length.isdigit() and int(length) <= self._limit):
+                check_length(length, self._limit)  # raises the 400 or 413
             has_body = length not in (None, b"0") or b"transfer-encoding" in headers
             if has_body and not _is_json(headers.get(b"content-type")):
                 raise ApiError(
@@ -299,6 +300,8 @@ def _presented_key(headers: Headers, websocket: bool) -> bytes | None:
     return None
 
 def _is_json(content_type: bytes | None) -> bool:
+    if content_type == b"application/json":
+        return True
     if content_type is None:
         return False
     kind = content_type.split(b";", 1)[0].strip().lower()
