@@ -69,6 +69,28 @@ class BodyRoute:
     name: str = field(default="")
 
 
+def model_routes(action: str, summary: str, **fields: Any) -> list[BodyRoute]:
+    """The pair of declarations of an action on a model: on its default (highest) version,
+    /v1/models/{name}/<action>, and on one version, .../versions/{version}/<action>.
+    `summary` has a `{which}` for "the default (highest) version" or "one version"."""
+    return [
+        BodyRoute(
+            path=f"/v1/models/{{name}}/{action}",
+            params={"name": str},
+            summary=summary.format(which="the default (highest) version"),
+            name=action,
+            **fields,
+        ),
+        BodyRoute(
+            path=f"/v1/models/{{name}}/versions/{{version}}/{action}",
+            params={"name": str, "version": int},
+            summary=summary.format(which="one version"),
+            name=f"{action}_version",
+            **fields,
+        ),
+    ]
+
+
 def parse_body(kind: type[_Body], body: bytes, *, empty_ok: bool = False) -> _Body:
     """Validate raw JSON in pydantic's Rust path, or raise a 422 naming the field."""
     if not body.strip():

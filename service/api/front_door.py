@@ -299,6 +299,7 @@ def _presented_key(headers: Headers, websocket: bool) -> bytes | None:
                 return offered[len(prefix) :]
     return None
 
+
 def _is_json(content_type: bytes | None) -> bool:
     if content_type == b"application/json":
         return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from service.api.body_routes import Answer, BodyRoute, Call, parse_body
+from service.api.body_routes import Answer, Call, model_routes, parse_body
 from service.api.encoding import predict_json
 from service.api.schemas import PredictRequest, PredictResponse
 from service.inputs import series_inputs
@@ -27,25 +27,11 @@ async def predict(call: Call) -> Answer:
     return Answer(orjson.dumps(answer, option=_OPTIONS))
 
 
-ROUTES = [
-    BodyRoute(
-        path="/v1/models/{name}/predict",
-        params={"name": str},
-        request=PredictRequest,
-        response=PredictResponse,
-        handler=predict,
-        summary="Forecast with the default (highest) version of a model.",
-        tags=("predict",),
-        name="predict",
-    ),
-    BodyRoute(
-        path="/v1/models/{name}/versions/{version}/predict",
-        params={"name": str, "version": int},
-        request=PredictRequest,
-        response=PredictResponse,
-        handler=predict,
-        summary="Forecast with one version of a model.",
-        tags=("predict",),
-        name="predict_version",
-    ),
-]
+ROUTES = model_routes(
+    "predict",
+    "Forecast with {which} of a model.",
+    request=PredictRequest,
+    response=PredictResponse,
+    handler=predict,
+    tags=("predict",),
+)

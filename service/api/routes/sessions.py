@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from service.api.body_routes import Answer, BodyRoute, Call, parse_body
+from service.api.body_routes import Answer, BodyRoute, Call, model_routes, parse_body
 from service.api.encoding import OrjsonResponse, observe_json, state_json
 from service.api.schemas import ErrorResponse
 from service.api.session_schemas import (
@@ -93,33 +93,17 @@ async def observe(call: Call) -> Answer:
     )
 
 
-_CREATE_ERRORS = (404, 413, 415, 422, 429, 503)
 ROUTES = [
-    BodyRoute(
-        path="/v1/models/{name}/sessions",
-        params={"name": str},
+    *model_routes(
+        "sessions",
+        "Start a session on {which} of a model.",
         request=CreateSessionRequest,
         response=SessionInfo,
         handler=create,
-        summary="Start a session on the default (highest) version of a model.",
         tags=("sessions",),
         status_code=201,
-        errors=_CREATE_ERRORS,
+        errors=(404, 413, 415, 422, 429, 503),
         body_required=False,
-        name="create_session",
-    ),
-    BodyRoute(
-        path="/v1/models/{name}/versions/{version}/sessions",
-        params={"name": str, "version": int},
-        request=CreateSessionRequest,
-        response=SessionInfo,
-        handler=create,
-        summary="Start a session on one version of a model.",
-        tags=("sessions",),
-        status_code=201,
-        errors=_CREATE_ERRORS,
-        body_required=False,
-        name="create_session_version",
     ),
     BodyRoute(
         path="/v1/sessions/{session_id}/observe",
