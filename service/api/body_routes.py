@@ -15,6 +15,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
@@ -68,6 +69,11 @@ class BodyRoute:
     body_required: bool = True
     name: str = field(default="")
 
+    @cached_property
+    def int_params(self) -> bool:
+        """Whether a path parameter must be converted to int (convert_params)."""
+        return int in self.params.values()
+
 
 def model_routes(action: str, summary: str, **fields: Any) -> list[BodyRoute]:
     """The pair of declarations of an action on a model: on its default (highest) version,
@@ -110,7 +116,7 @@ _POSITIVE = re.compile(r"^[0-9]{1,9}$")
 
 def convert_params(route: BodyRoute, raw: Mapping[str, str]) -> Mapping[str, Any]:
     """Path parameters as the handler takes them; an int that is not one is a 422."""
-    if int not in route.params.values():
+    if not route.int_params:
         return raw  # strings only: nothing to convert
     params: dict[str, Any] = dict(raw)
     for name, kind in route.params.items():

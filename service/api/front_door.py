@@ -133,6 +133,34 @@ class FrontDoor:
                 (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS),
                 (b"vary", b"Origin"),
             ]
+        started = time.perf_counter() if self._observers else 0.0
+        for observer in self._observers:
+            observer.request_started(scope)
+        status = 0
+        try:
+            found = self._match(scope)
+            if found is not None:
+                # A declared route, answered right here: the hot path, kept flat.
+                status = await self._serve(scope, receive, send, headers, cors, added, *found)
+            else:
+                status = await self._forward(scope, receive, send, headers, cors, added)
+        finally:
+            if self._observers:
+                elapsed = time.perf_counter() - started
+                for observer in self._observers:
+                    observer.request_ended(scope, status, elapsed)
+            request_id_var.reset(token)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        cors: bool,
+        added: list[tuple[bytes, bytes]],
+    ) -> int:
+        """Everything but the declared routes: admitted here, then answered by FastAPI."""
         status = 0
 
         async def reply(message: Message) -> None:
@@ -147,41 +175,27 @@ class FrontDoor:
                 message = {**message, "headers": [*message.get("headers", ()), *added[:1]]}
             await send(message)
 
-        started = time.perf_counter() if self._observers else 0.0
-        for observer in self._observers:
-            observer.request_started(scope)
         http = scope["type"] == "http"
+        if cors and http and scope["method"] == "OPTIONS" and _PREFLIGHT in headers:
+            await _send_preflight(reply)
+            return status
         try:
-            if cors and http and scope["method"] == "OPTIONS" and _PREFLIGHT in headers:
-                await _send_preflight(reply)
-                return
-            try:
-                self._admit(scope, headers, cors)
-            except ApiError as err:
-                if http:
-                    await _send_error(reply, err)
-                else:
-                    await _deny_websocket(scope, receive, reply, err)
-                return
-            found = self._match(scope) if http else None
-            if found is not None:
-                # The declared routes answer here, adding the headers themselves.
-                status = await self._serve(scope, receive, send, *found, added)
-                return
-            if http and scope["method"] in _BODY_METHODS:
-                receive = limited(receive, self._limit)
-            await self.app(scope, receive, reply)
-        finally:
-            if self._observers:
-                elapsed = time.perf_counter() - started
-                for observer in self._observers:
-                    observer.request_ended(scope, status, elapsed)
-            request_id_var.reset(token)
+            self._admit(scope, headers, cors)
+        except ApiError as err:
+            if http:
+                await _send_error(reply, err)
+            else:
+                await _deny_websocket(scope, receive, reply, err)
+            return status
+        if http and scope["method"] in _BODY_METHODS:
+            receive = limited(receive, self._limit)
+        await self.app(scope, receive, reply)
+        return status
 
     def _match(self, scope: Scope) -> tuple[BodyRoute, dict[str, str]] | None:
         """The declared route and path parameters of a POST, with FastAPI's own route
         patterns; a path they do not match (or another method) goes to FastAPI."""
-        if scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST":
             return None
         path = _route_path(scope)
         for route, declared in self._routes:
@@ -236,14 +250,17 @@ class FrontDoor:
         scope: Scope,
         receive: Receive,
         send: Send,
+        headers: Headers,
+        cors: bool,
+        added: list[tuple[bytes, bytes]],
         declared: BodyRoute,
         params: dict[str, str],
-        added: list[tuple[bytes, bytes]],
     ) -> int:
-        """Answer a declared route and return the status; never raises (errors are
-        answered in the error shape)."""
+        """Admit and answer a declared route; returns the status. Never raises: errors
+        are answered in the error shape."""
         try:
-            converted = convert_params(declared, params)
+            self._admit(scope, headers, cors)
+            converted = convert_params(declared, params) if declared.int_params else params
             body = await read_body(receive, self._limit)
             owner = scope.get(OWNER_KEY, "")
             answer = await declared.handler(Call(app_state(scope), converted, body, owner))
@@ -253,14 +270,14 @@ class FrontDoor:
                 log.exception("unhandled error on POST %s", redacted_path(scope["path"]))
                 err = internal_error()
             body = error_json(err)
-            headers = _error_headers(err, body) + added
-            await send({"type": "http.response.start", "status": err.status, "headers": headers})
+            out = _error_headers(err, body) + added
+            await send({"type": "http.response.start", "status": err.status, "headers": out})
             await send({"type": "http.response.body", "body": body})
             return err.status
-        headers = [_JSON, (b"content-length", str(len(answer.body)).encode()), *added]
+        out = [_JSON, (b"content-length", str(len(answer.body)).encode()), *added]
         if answer.headers:
-            headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+            out += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+        await send({"type": "http.response.start", "status": answer.status, "headers": out})
         await send({"type": "http.response.body", "body": answer.body})
         return answer.status
 
@@ -282,10 +299,9 @@ def _same_host(origin: bytes, host: bytes | None) -> bool:
 
 def _presented_key(headers: Headers, websocket: bool) -> bytes | None:
     authorization = headers.get(b"authorization")
-    if authorization is not None:
-        scheme, _, token = authorization.partition(b" ")
-        token = token.strip()
-        if scheme.lower() == b"bearer" and token:
+    if authorization is not None and authorization[:7].lower() == b"bearer ":
+        token = authorization[7:].strip()
+        if token:
             return token
     api_key = headers.get(b"x-api-key")
     if api_key is not None:
