@@ -72,10 +72,15 @@ def series_inputs(
         )
     out = []
     for i, s in enumerate(series):
-        field = f"series[{i}]"
-        values = values_array(s.values, model, limits, f"{field}.values")
-        check_horizon(s.horizon, model, limits, f"{field}.horizon")
-        h, c = state_arrays(s.state, model, f"{field}.state")
+        try:
+            values = values_array(s.values, model, limits, "values")
+            check_horizon(s.horizon, model, limits, "horizon")
+            h, c = state_arrays(s.state, model, "state")
+        except InputError as exc:
+            # Field names are built only for an answer that needs them (every message
+            # begins with its field).
+            where = f"series[{i}]."
+            raise InputError(exc.code, where + exc.message, where + (exc.field or "")) from None
         out.append(SeriesInput(values=values, h=h, c=c, horizon=s.horizon))
     return out
 
