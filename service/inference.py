@@ -19,7 +19,7 @@ from service.repository import LoadedModel
 class SeriesInput:
     """One series to predict over, in original units, already checked (service.inputs)."""
 
-    values: np.ndarray  # (time, features) float32, time >= 1, in range once scaled
+    values: np.ndarray  # (time, features) float32 (float64: scale wide), time >= 1
     h: np.ndarray | None = None  # (num_layers, hidden) float32; None starts from zeros
     c: np.ndarray | None = None  # (num_layers, hidden) float32; LSTM only
     horizon: int = 1  # > 1 only for a model whose targets are its features
@@ -97,10 +97,12 @@ class InferenceCore:
 
     def _scale(self, x: np.ndarray) -> np.ndarray:
         m = self.model
-        if m.scale_is_safe:
+        if x.dtype == np.float32:
+            # The checks (service.inputs) left these in float32 only when float32
+            # arithmetic cannot overflow scaling them.
             scaled: np.ndarray = x * m.x_mul + m.x_add
             return scaled
-        # Values were checked to stay in float32 range once scaled; compute in float64.
+        # Values near the edge of the range (float64 from service.inputs): scale wide.
         return (x * m.x_mul64 + m.x_add64).astype(np.float32)  # type: ignore[no-any-return]
 
     def _initial(self, inputs: Sequence[SeriesInput], indices: list[int], which: str) -> np.ndarray:

@@ -136,8 +136,7 @@ def values_array(
             f"({', '.join(model.manifest.features)}) for model {model.name!r}",
             f"{field}[{bad}]",
         )
-    _check_scalable(array, model, field)
-    return array
+    return _scalable(array, model, field)
 
 
 def state_arrays(
@@ -176,10 +175,15 @@ def shown(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + f"...({len(text)} characters)"
 
 
-def _check_scalable(array: np.ndarray, model: LoadedModel, field: str) -> None:
-    """Refuse a value that leaves float32 once scaled into model units."""
+def _scalable(array: np.ndarray, model: LoadedModel, field: str) -> np.ndarray:
+    """The values, or a refusal of one that leaves float32 once scaled into model units.
+
+    Values within `safe_abs` scale in float32 like any others; larger ones that still
+    fit come back as float64 (their float32 values, widened), which tells the
+    inference core to scale them in float64.
+    """
     if model.scale_is_safe or float(np.abs(array).max()) <= model.safe_abs:
-        return
+        return array
     too_large = np.abs(array * model.x_mul64 + model.x_add64) > F32_MAX  # float64: no overflow
     if too_large.any():
         t, _ = np.argwhere(too_large)[0]
@@ -189,6 +193,7 @@ def _check_scalable(array: np.ndarray, model: LoadedModel, field: str) -> None:
             f"(max {F32_MAX:.4g}) once scaled",
             f"{field}[{t}]",
         )
+    return array.astype(np.float64)
 
 
 def _state_matrix(
