@@ -56,13 +56,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
         sessions = make_session_manager(settings, repository, runner)
         state = AppState(settings, repository, runner, sessions, limits_of(settings))
         # Everything built so far lives as long as the app: move it out of the garbage
-        # collector's generations, so collections under load walk only request objects;
-        # and collect the youngest generation every 20,000 allocations rather than 700,
-        # since under load it holds the in-flight requests' objects (about 3 % of the
-        # CPU per request at 16 connections, docs/benchmarks.md).
+        # collector's generations, so collections under load walk only request objects.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
         try:
             yield lifespan_state(state)
         finally:
