@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # The largest last answer a session keeps for a retry; a larger step is recomputed
     # from the state before it on a retry. Bounds each session's memory (docs/sessions.md).
     session_replay_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024
+    # /readyz answers 503 while the session store does not answer a ping; off for a
+    # predict-only deployment that should stay in rotation without its Redis.
+    ready_needs_store: bool = True
     # Redis connect and command timeout: how long a request may wait before a 503.
     redis_timeout_s: Annotated[float, Field(gt=0)] = 1.0
     # Redis connections per service process; more concurrent steps wait for one.

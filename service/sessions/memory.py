@@ -115,6 +115,9 @@ class MemoryStore:
         self._records.move_to_end(record.id)
         return Advance.APPLIED
 
+    async def ping(self) -> bool:
+        return True  # in this process: there whenever the process is
+
     async def aclose(self) -> None:
         self._records.clear()
         self._live_per_owner.clear()

@@ -284,7 +284,7 @@ class RedisStore:
         try:
             async with self._slots:
                 return bool(await self._redis.ping())
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except (RedisError, OSError):  # down, timed out, refusing (e.g. a wrong password)
             return False
 
     async def aclose(self) -> None:

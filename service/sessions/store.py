@@ -74,5 +74,8 @@ class SessionStore(Protocol):
         Refreshes the idle TTL when applied.
         """
 
+    async def ping(self) -> bool:
+        """True when the store answers; never raises."""
+
     async def aclose(self) -> None:
         """Release connections; the store is not used afterwards."""

@@ -176,3 +176,29 @@ def test_stream_survives_a_redis_restart(
         got += json.loads(ws.receive_text())["predictions"]
         assert_state(session_state(app, session), h, c)
     np.testing.assert_allclose(got, preds[:, 0], atol=1e-5)
+
+
+def test_readyz_follows_the_session_store(
+    make_client: MakeClient, own_redis_server: RedisServer
+) -> None:
+    settings = {"session_store": "redis", "redis_url": own_redis_server.url, "redis_timeout_s": 0.2}
+    with make_client(**settings) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["session_store"] == "ok"
+        own_redis_server.stop()
+        down = c.get("/readyz")
+        assert down.status_code == 503
+        assert down.json()["status"] == "not_ready"
+        assert down.json()["session_store"] == "unreachable"
+        assert c.post(
+            "/v1/models/tiny-rnn/predict", json={"series": [{"values": [1.0]}]}
+        ).is_success
+        own_redis_server.start()
+        assert c.get("/readyz").status_code == 200
+    # A predict-only deployment stays ready without its Redis.
+    with make_client(**settings, ready_needs_store=False) as c:
+        own_redis_server.stop()
+        ready = c.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["session_store"] == "not checked"
