@@ -37,6 +37,8 @@ class SeriesOutput:
 
 def work_steps(inputs: Sequence[SeriesInput]) -> int:
     """Recurrent steps a request costs: observed values plus rolled-out forecast steps."""
+    if len(inputs) == 1:  # the common case, without a generator
+        return int(inputs[0].values.shape[0]) + inputs[0].horizon - 1
     return sum(s.values.shape[0] + s.horizon - 1 for s in inputs)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -128,6 +128,14 @@ def values_array(
     array = _float32(values)
     if not rows:
         array = array.reshape(-1, 1)
+        # A short series of plain numbers is checked in Python, cheaper than numpy here.
+        numbers = cast("Sequence[float]", values)
+        if (
+            len(numbers) <= 64
+            and max(numbers) <= model.safe_abs
+            and min(numbers) >= -model.safe_abs
+        ):
+            return array
     elif array.ndim != 2 or array.shape[1] != n_features:
         bad = _first_row_not_of_length(values, n_features)
         raise InputError(
