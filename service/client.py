@@ -90,13 +90,19 @@ class Client:
         timeout: float = 10.0,
         retries: int = 3,
         backoff_s: float = 0.05,
+        deadline_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         api_key: str | None = None,
     ) -> None:
-        """``retries``: extra attempts after a transport error or a 502/503/504;
-        ``api_key``: sent as ``Authorization: Bearer`` when the server asks for keys."""
+        """``retries``: extra attempts after a transport error or a 502/503/504, waiting
+        ``backoff_s`` doubled each time, or as long as the server's ``Retry-After`` says;
+        ``deadline_s``: no retry starts once waiting for it would pass this many seconds
+        since the first attempt; ``api_key``: sent as ``Authorization: Bearer``."""
         self.retries = retries
         self.backoff_s = backoff_s
+        self.deadline_s = deadline_s
+        self._sleep = time.sleep  # replaced in tests
+        self._clock = time.monotonic
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._http = httpx.Client(
             base_url=base_url, timeout=timeout, transport=transport, headers=headers
@@ -123,19 +129,33 @@ class Client:
         stateless, and a session step carries its offset.
         """
         attempt = 0
+        started = self._clock()
         while True:
+            wait = self.backoff_s * 2**attempt
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if attempt >= self.retries:
+                if attempt >= self.retries or self._past_deadline(started, wait):
                     raise
                 log.warning("%s %s failed (%s); retrying", method, path, exc)
             else:
-                if response.status_code not in _RETRY_STATUSES or attempt >= self.retries:
+                if response.status_code not in _RETRY_STATUSES:
                     return _checked(response)
-                log.warning("%s %s answered %d; retrying", method, path, response.status_code)
-            time.sleep(self.backoff_s * 2**attempt)
+                wait = max(wait, _retry_after(response))
+                if attempt >= self.retries or self._past_deadline(started, wait):
+                    return _checked(response)
+                log.warning(
+                    "%s %s answered %d; retrying in %.2fs",
+                    method,
+                    path,
+                    response.status_code,
+                    wait,
+                )
+            self._sleep(wait)
             attempt += 1
+
+    def _past_deadline(self, started: float, wait: float) -> bool:
+        return self._clock() + wait - started > self.deadline_s
 
     def predict(
         self,
@@ -257,6 +277,14 @@ def _as_json(values: ValuesLike | Any) -> list[Any]:
 
 def _model_path(model: str, version: int | None) -> str:
     return f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds the server asks to wait (Retry-After in seconds), 0 when it does not say."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "0")))
+    except ValueError:  # an HTTP date: not sent by seqcast; fall back to the backoff
+        return 0.0
 
 
 def _checked(response: httpx.Response) -> httpx.Response:

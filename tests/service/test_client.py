@@ -171,3 +171,49 @@ def test_the_client_sends_its_api_key(model_dir: Path) -> None:
             assert len(client.predict("tiny-rnn", [1.0, 2.0]).forecast) == 1
             with client.create_session("tiny-rnn") as session:
                 assert session.observe([0.5]).offset == 1
+
+
+class RetryAfterTransport(FlakyTransport):
+    """The first `busy` requests get 503 with Retry-After: 2, as a store outage answers."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__(lambda req, n: None)
+        self.busy = busy
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        if self.attempts <= self.busy:
+            return httpx.Response(
+                503,
+                headers={"Retry-After": "2"},
+                json={"error": {"status": 503, "code": "session_store_unavailable",
+                                "message": "session store unavailable", "field": None}},
+                request=request,
+            )  # fmt: skip
+        return self.inner.handle_request(request)
+
+
+def test_retry_after_is_honoured_within_the_deadline(base_url: str) -> None:
+    waits: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:  # a clock that only the waits move
+        waits.append(seconds)
+        clock[0] += seconds
+
+    busy = RetryAfterTransport(busy=2)
+    with Client(base_url, transport=busy, backoff_s=0.01, deadline_s=10) as client:
+        client._sleep, client._clock = sleep, lambda: clock[0]
+        assert client.predict("tiny-rnn", [1.0]).forecast
+    assert waits == [2.0, 2.0]  # the server's Retry-After, not the 0.01 s backoff
+    # With 3 s to spend, a second 2 s wait would pass the deadline: the 503 is raised.
+    waits.clear()
+    clock[0] = 0.0
+    busy = RetryAfterTransport(busy=5)
+    with Client(base_url, transport=busy, backoff_s=0.01, deadline_s=3) as client:
+        client._sleep, client._clock = sleep, lambda: clock[0]
+        with pytest.raises(SeqcastError) as failed:
+            client.predict("tiny-rnn", [1.0])
+    assert failed.value.status == 503
+    assert waits == [2.0]
+    assert busy.attempts == 2
