@@ -19,8 +19,9 @@ from service.api.body_routes import add_body_routes
 from service.api.errors import install_error_handlers
 from service.api.front_door import FrontDoor
 from service.api.openapi import OpenApiDocument
+from service.api.paths import STATIC_PREFIX
 from service.api.routes import BODY_ROUTES, api_router
-from service.api.routes.docs import STATIC_PREFIX, openapi_router
+from service.api.routes.docs import openapi_router
 from service.api.state import AppState, lifespan_state
 from service.providers import resolve_providers
 from service.redaction import install_log_context

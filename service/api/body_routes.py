@@ -111,7 +111,14 @@ def parse_body(kind: type[_Body], body: bytes, *, empty_ok: bool = False) -> _Bo
         raise from_validation_errors(exc.errors()) from None
 
 
-_POSITIVE = re.compile(r"^[0-9]{1,9}$")
+_DIGITS = re.compile(r"^[0-9]{1,9}$")
+
+
+def int_param(name: str, raw: str) -> int:
+    """A path or query parameter that must be a whole number (a version), else a 422."""
+    if not _DIGITS.match(raw):
+        raise ApiError(422, "invalid_value", f"{name} must be a positive integer", name)
+    return int(raw)
 
 
 def convert_params(route: BodyRoute, raw: Mapping[str, str]) -> Mapping[str, Any]:
@@ -121,9 +128,7 @@ def convert_params(route: BodyRoute, raw: Mapping[str, str]) -> Mapping[str, Any
     params: dict[str, Any] = dict(raw)
     for name, kind in route.params.items():
         if kind is int:
-            if not _POSITIVE.match(raw[name]):
-                raise ApiError(422, "invalid_value", f"{name} must be a positive integer", name)
-            params[name] = int(raw[name])
+            params[name] = int_param(name, raw[name])
     return params
 
 

@@ -38,21 +38,18 @@ def predict_json(
     return_predictions: bool,
     return_state: bool,
 ) -> dict[str, Any]:
-    single_target = model.manifest.architecture.output_size == 1
     series = []
     for out in outputs:
-        forecast = out.forecast[:, 0] if single_target else out.forecast
-        item: dict[str, Any] = {"forecast": np.ascontiguousarray(forecast)}
+        item: dict[str, Any] = {"forecast": rows_json(out.forecast)}
         if return_state:
             item["state"] = state_json(model, out.h, out.c)
         if return_predictions:
-            preds = out.predictions[:, 0] if single_target else out.predictions
-            item["predictions"] = np.ascontiguousarray(preds)
+            item["predictions"] = rows_json(out.predictions)
         series.append(item)
     return {"model": model.name, "version": model.version, "series": series}
 
 
-def _rows(rows: np.ndarray) -> np.ndarray:
+def rows_json(rows: np.ndarray) -> np.ndarray:
     """(time, targets) as clients get it: flat for a single target."""
     return np.ascontiguousarray(rows[:, 0] if rows.shape[1] == 1 else rows)
 
@@ -66,8 +63,8 @@ def observe_json(step: StepResult) -> bytes:
             "version": step.version,
             "start": step.start,
             "offset": step.offset,
-            "predictions": _rows(step.predictions),
-            "forecast": _rows(step.forecast),
+            "predictions": rows_json(step.predictions),
+            "forecast": rows_json(step.forecast),
         },
         option=_OPTIONS,
     )

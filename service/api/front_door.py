@@ -34,8 +34,8 @@ from service.api.auth import WS_KEY_PROTOCOL, ApiKeys
 from service.api.body import check_length, limited, read_body
 from service.api.body_routes import BodyRoute, Call, convert_params, declared_routes
 from service.api.errors import ApiError, as_api_error, error_json, internal_error
-from service.api.routes.docs import STATIC_PREFIX
-from service.api.state import OWNER_KEY, app_state
+from service.api.paths import exempt_paths
+from service.api.state import OWNER_KEY, app_state, owner_of
 from service.inputs import shown
 from service.redaction import redacted_path, request_id_var
 from service.settings import Settings
@@ -47,10 +47,6 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _JSON = (b"content-type", b"application/json")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _PREFLIGHT = b"access-control-request-method"
-_EXEMPT_PATHS = {
-    "health": (("/healthz", "/readyz"), ()),
-    "docs": (("/docs", "/openapi.json"), (STATIC_PREFIX + "/",)),
-}
 _CORS_ALLOW_HEADERS = b"authorization, content-type, x-api-key, x-request-id"
 _CORS_EXPOSE_HEADERS = b"x-request-id, seqcast-replayed, retry-after, location"
 
@@ -103,13 +99,7 @@ class FrontDoor:
         self._keys_on = keys.enabled
         self._limit = settings.max_body_bytes
         self._origins = frozenset(o.encode() for o in settings.origins)
-        exact: list[str] = []
-        prefixes: list[str] = []
-        for group in settings.exempt_groups:
-            exact += _EXEMPT_PATHS[group][0]
-            prefixes += _EXEMPT_PATHS[group][1]
-        self._exempt_exact = frozenset(exact)
-        self._exempt_prefixes = tuple(prefixes)
+        self._exempt_exact, self._exempt_prefixes = exempt_paths(settings.exempt_groups)
         self._observers = ([AccessLog()] if settings.access_log else []) + list(observers)
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4).encode()
@@ -260,10 +250,10 @@ class FrontDoor:
         are answered in the error shape."""
         try:
             self._admit(scope, headers, cors)
-            converted = convert_params(declared, params) if declared.int_params else params
+            converted = convert_params(declared, params)
             body = await read_body(receive, self._limit)
-            owner = scope.get(OWNER_KEY, "")
-            answer = await declared.handler(Call(app_state(scope), converted, body, owner))
+            call = Call(app_state(scope), converted, body, owner_of(scope))
+            answer = await declared.handler(call)
         except Exception as exc:
             err = as_api_error(exc)
             if err is None:

@@ -32,6 +32,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from service.api.body_routes import BodyRoute, declared_routes
+from service.api.paths import exempt_paths
 from service.api.schemas import F32_LIMIT, H_LIMIT
 from service.repository import F32_MAX, LoadedModel, ModelRepository
 from service.settings import Settings
@@ -46,9 +47,6 @@ _FRONT_DOOR_ANSWERS = {
     413: "the body is larger than max_body_bytes",
     415: "the body is not JSON: send Content-Type: application/json",
 }
-# Documented paths the SEQCAST_AUTH_EXEMPT groups open (front_door's list; the docs
-# group's paths are not operations of the document).
-_EXEMPT_OPERATIONS = {"health": frozenset({"/healthz", "/readyz"})}
 _SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "an API key as a bearer token"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -99,9 +97,7 @@ def build_document(
         routes=app.routes,
     )
     declared = {route.path: body for route, body in declared_routes(app)}
-    open_paths = frozenset().union(
-        *(_EXEMPT_OPERATIONS.get(group, ()) for group in settings.exempt_groups)
-    )
+    open_paths, _ = exempt_paths(settings.exempt_groups)
     paths: dict[str, dict[str, Any]] = {}
     for path, item in document["paths"].items():
         body_route = declared.get(path)

@@ -9,9 +9,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, Response
 
 from service.api.openapi import OpenApiDocument
+from service.api.paths import STATIC_PREFIX
 from service.api.state import StateDep
-
-STATIC_PREFIX = "/static/swagger-ui"
 
 router = APIRouter(include_in_schema=False)
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from service.api.body import too_large
-from service.api.body_routes import parse_body
+from service.api.body_routes import int_param, parse_body
 from service.api.encoding import observe_json
 from service.api.errors import ApiError, as_api_error, error_json
 from service.api.routes.sessions import checked_id, session_info
@@ -49,9 +49,9 @@ async def _open(websocket: WebSocket, state: AppState, name: str, owner: str) ->
     session = query.get("session")
     if session is None:
         version = query.get("version")
-        if version is not None and not (version.isdigit() and 0 < len(version) <= 9):
-            raise ApiError(422, "invalid_value", "version must be a positive integer", "version")
-        model = state.find_model(name, int(version) if version is not None else None)
+        model = state.find_model(
+            name, int_param("version", version) if version is not None else None
+        )
         return await state.sessions.create(model, owner)
     record = await state.sessions.get(checked_id(session), owner)
     if record.model != name:
