@@ -1,4 +1,4 @@
-"""A small synchronous Python client for seqcast, built on httpx.
+"""Python clients for seqcast on httpx: `Client` (blocking) and `AsyncClient` (asyncio).
 
 Stateless prediction with the state carried by the caller::
 
@@ -15,17 +15,26 @@ Server-held sessions, with offsets kept by the client and safe retries::
         step = session.observe([0.9])  # offset 3 is sent for you
         print(step.forecast, session.offset)
 
+`AsyncClient` has the same methods as coroutines, and its sessions are async
+context managers::
+
+    async with AsyncClient("http://127.0.0.1:8000") as client:
+        async with await client.create_session("sine-lstm") as session:
+            step = await session.observe([0.1, 0.4, 0.7])
+
 Every observe carries the offset it applies at, so when a response is lost on
 the way back (a timeout, a reset connection, a 502/503/504 from a proxy or a
 briefly unreachable Redis) the client sends the very same step again: the
 server answers a repeated step from its record instead of applying it twice.
+Retries wait as long as the server's `Retry-After` asks, within a total deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -80,7 +89,41 @@ class Observation:
     replayed: bool = False  # True when the server answered a repeated step from its record
 
 
-class Client:
+class _Retrying:
+    """The retry policy both clients share: which answers to retry and how long to wait."""
+
+    def __init__(self, retries: int, backoff_s: float, deadline_s: float) -> None:
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.deadline_s = deadline_s
+        self._clock: Callable[[], float] = time.monotonic  # replaced in tests
+
+    def start(self) -> float:
+        return self._clock()
+
+    def wait(self, attempt: int, started: float, response: httpx.Response | None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to stop here.
+
+        ``response`` is None after a transport error. The wait is the doubled backoff or
+        the server's Retry-After, whichever is longer; no retry starts that would begin
+        past ``deadline_s`` since the first attempt.
+        """
+        wait: float = self.backoff_s * 2**attempt
+        if response is not None:
+            if response.status_code not in _RETRY_STATUSES:
+                return None
+            wait = max(wait, _retry_after(response))
+        if attempt >= self.retries or self._clock() + wait - started > self.deadline_s:
+            return None
+        return wait
+
+
+def _client_options(base_url: str, timeout: float, api_key: str | None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    return {"base_url": base_url, "timeout": timeout, "headers": headers}
+
+
+class Client(_Retrying):
     """Talks to one seqcast server. Thread-safe as httpx.Client is; close it when done."""
 
     def __init__(
@@ -98,14 +141,10 @@ class Client:
         ``backoff_s`` doubled each time, or as long as the server's ``Retry-After`` says;
         ``deadline_s``: no retry starts once waiting for it would pass this many seconds
         since the first attempt; ``api_key``: sent as ``Authorization: Bearer``."""
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.deadline_s = deadline_s
+        super().__init__(retries, backoff_s, deadline_s)
         self._sleep = time.sleep  # replaced in tests
-        self._clock = time.monotonic
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, transport=transport, headers=headers
+            transport=transport, **_client_options(base_url, timeout, api_key)
         )
 
     def __enter__(self) -> Self:
@@ -128,34 +167,23 @@ class Client:
         Only requests that are safe to repeat go through here: predict is
         stateless, and a session step carries its offset.
         """
+        started = self.start()
         attempt = 0
-        started = self._clock()
         while True:
-            wait = self.backoff_s * 2**attempt
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if attempt >= self.retries or self._past_deadline(started, wait):
+                wait = self.wait(attempt, started, None)
+                if wait is None:
                     raise
-                log.warning("%s %s failed (%s); retrying", method, path, exc)
+                _log_retry(method, path, str(exc), wait)
             else:
-                if response.status_code not in _RETRY_STATUSES:
+                wait = self.wait(attempt, started, response)
+                if wait is None:
                     return _checked(response)
-                wait = max(wait, _retry_after(response))
-                if attempt >= self.retries or self._past_deadline(started, wait):
-                    return _checked(response)
-                log.warning(
-                    "%s %s answered %d; retrying in %.2fs",
-                    method,
-                    path,
-                    response.status_code,
-                    wait,
-                )
+                _log_retry(method, path, str(response.status_code), wait)
             self._sleep(wait)
             attempt += 1
-
-    def _past_deadline(self, started: float, wait: float) -> bool:
-        return self._clock() + wait - started > self.deadline_s
 
     def predict(
         self,
@@ -168,19 +196,8 @@ class Client:
         return_predictions: bool = False,
     ) -> Prediction:
         """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction)."""
-        series: dict[str, Any] = {"values": _as_json(values), "horizon": horizon}
-        if state is not None:
-            series["state"] = state
-        body = {"series": [series], "return_predictions": return_predictions}
-        answer = self.request("POST", f"{_model_path(model, version)}/predict", json=body).json()
-        item = answer["series"][0]
-        return Prediction(
-            model=answer["model"],
-            version=answer["version"],
-            forecast=item["forecast"],
-            state=item.get("state"),
-            predictions=item.get("predictions"),
-        )
+        path, body = _predict_call(model, values, state, horizon, version, return_predictions)
+        return _prediction(self.request("POST", path, json=body))
 
     def create_session(
         self,
@@ -191,25 +208,108 @@ class Client:
         state: dict[str, Any] | None = None,
     ) -> RemoteSession:
         """Start a server-held session (default version unless given), optionally warmed up."""
-        body: dict[str, Any] = {}
-        if warmup is not None:
-            body["values"] = _as_json(warmup)
-        if state is not None:
-            body["state"] = state
+        path, body = _create_call(model, version, warmup, state)
         # Not retried: a lost answer would leave an orphan session (it expires by TTL).
-        response = _checked(self._http.post(f"{_model_path(model, version)}/sessions", json=body))
-        return RemoteSession(self, response.json())
+        return RemoteSession(self, _checked(self._http.post(path, json=body)).json())
 
     def session(self, session_id: str) -> RemoteSession:
         """Attach to an existing session (e.g. one another process created)."""
         return RemoteSession(self, self.request("GET", f"/v1/sessions/{session_id}").json())
 
 
-@dataclass
-class RemoteSession:
-    """A session held by the server, seen from the client, which tracks its offset."""
+class AsyncClient(_Retrying):
+    """`Client` for asyncio, on httpx.AsyncClient: the same methods, as coroutines."""
 
-    client: Client
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+        deadline_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """The arguments mean what they mean for `Client`."""
+        super().__init__(retries, backoff_s, deadline_s)
+        self._sleep = asyncio.sleep  # replaced in tests
+        self._http = httpx.AsyncClient(
+            transport=transport, **_client_options(base_url, timeout, api_key)
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """`Client.request`, awaiting: the same retries, waits and deadline."""
+        started = self.start()
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                wait = self.wait(attempt, started, None)
+                if wait is None:
+                    raise
+                _log_retry(method, path, str(exc), wait)
+            else:
+                wait = self.wait(attempt, started, response)
+                if wait is None:
+                    return _checked(response)
+                _log_retry(method, path, str(response.status_code), wait)
+            await self._sleep(wait)
+            attempt += 1
+
+    async def predict(
+        self,
+        model: str,
+        values: ValuesLike,
+        *,
+        state: dict[str, Any] | None = None,
+        horizon: int = 1,
+        version: int | None = None,
+        return_predictions: bool = False,
+    ) -> Prediction:
+        """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction)."""
+        path, body = _predict_call(model, values, state, horizon, version, return_predictions)
+        return _prediction(await self.request("POST", path, json=body))
+
+    async def create_session(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        warmup: ValuesLike | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> AsyncRemoteSession:
+        """Start a server-held session (default version unless given), optionally warmed up."""
+        path, body = _create_call(model, version, warmup, state)
+        # Not retried: a lost answer would leave an orphan session (it expires by TTL).
+        response = _checked(await self._http.post(path, json=body))
+        return AsyncRemoteSession(self, response.json())
+
+    async def session(self, session_id: str) -> AsyncRemoteSession:
+        """Attach to an existing session (e.g. one another process created)."""
+        response = await self.request("GET", f"/v1/sessions/{session_id}")
+        return AsyncRemoteSession(self, response.json())
+
+
+@dataclass
+class _SessionView:
+    """What a client knows of a server-held session; it tracks the offset."""
+
     info: dict[str, Any] = field(repr=False)
     id: str = field(init=False)
     model: str = field(init=False)
@@ -221,6 +321,33 @@ class RemoteSession:
         self.model = self.info["model"]
         self.version = self.info["version"]
         self.offset = self.info["offset"]
+
+    def _observe_body(self, values: ValuesLike, horizon: int) -> dict[str, Any]:
+        return {"values": _as_json(values), "offset": self.offset, "horizon": horizon}
+
+    def _observed(self, response: httpx.Response) -> Observation:
+        answer = response.json()
+        self.offset = answer["offset"]
+        return Observation(
+            start=answer["start"],
+            offset=answer["offset"],
+            predictions=answer["predictions"],
+            forecast=answer["forecast"],
+            replayed=response.headers.get("seqcast-replayed") == "true",
+        )
+
+    def _refreshed(self, response: httpx.Response) -> dict[str, Any]:
+        self.info = response.json()
+        self.offset = self.info["offset"]
+        return self.info
+
+
+class RemoteSession(_SessionView):
+    """A session held by the server, seen from a `Client`."""
+
+    def __init__(self, client: Client, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self.client = client
 
     def __enter__(self) -> Self:
         return self
@@ -239,24 +366,15 @@ class RemoteSession:
         Raises OffsetConflictError when someone else moved the session; call
         ``refresh()`` to learn the server's offset.
         """
-        body = {"values": _as_json(values), "offset": self.offset, "horizon": horizon}
-        response = self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
-        answer = response.json()
-        self.offset = answer["offset"]
-        return Observation(
-            start=answer["start"],
-            offset=answer["offset"],
-            predictions=answer["predictions"],
-            forecast=answer["forecast"],
-            replayed=response.headers.get("seqcast-replayed") == "true",
+        body = self._observe_body(values, horizon)
+        return self._observed(
+            self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
         )
 
     def refresh(self, *, with_state: bool = False) -> dict[str, Any]:
         """Re-read the session from the server (offset, times, state when asked)."""
         params = {"state": "true"} if with_state else None
-        self.info = self.client.request("GET", f"/v1/sessions/{self.id}", params=params).json()
-        self.offset = self.info["offset"]
-        return self.info
+        return self._refreshed(self.client.request("GET", f"/v1/sessions/{self.id}", params=params))
 
     def close(self) -> None:
         """Delete the session on the server; a session already gone is fine."""
@@ -265,6 +383,92 @@ class RemoteSession:
         except SeqcastError as exc:
             if exc.status != 404:
                 raise
+
+
+class AsyncRemoteSession(_SessionView):
+    """A session held by the server, seen from an `AsyncClient`."""
+
+    def __init__(self, client: AsyncClient, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self.client = client
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def observe(self, values: ValuesLike, *, horizon: int = 1) -> Observation:
+        """`RemoteSession.observe`, awaiting."""
+        body = self._observe_body(values, horizon)
+        return self._observed(
+            await self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
+        )
+
+    async def refresh(self, *, with_state: bool = False) -> dict[str, Any]:
+        """`RemoteSession.refresh`, awaiting."""
+        params = {"state": "true"} if with_state else None
+        return self._refreshed(
+            await self.client.request("GET", f"/v1/sessions/{self.id}", params=params)
+        )
+
+    async def close(self) -> None:
+        """Delete the session on the server; a session already gone is fine."""
+        try:
+            await self.client.request("DELETE", f"/v1/sessions/{self.id}")
+        except SeqcastError as exc:
+            if exc.status != 404:
+                raise
+
+
+def _predict_call(
+    model: str,
+    values: ValuesLike,
+    state: dict[str, Any] | None,
+    horizon: int,
+    version: int | None,
+    return_predictions: bool,
+) -> tuple[str, dict[str, Any]]:
+    series: dict[str, Any] = {"values": _as_json(values), "horizon": horizon}
+    if state is not None:
+        series["state"] = state
+    body = {"series": [series], "return_predictions": return_predictions}
+    return f"{_model_path(model, version)}/predict", body
+
+
+def _prediction(response: httpx.Response) -> Prediction:
+    answer = response.json()
+    item = answer["series"][0]
+    return Prediction(
+        model=answer["model"],
+        version=answer["version"],
+        forecast=item["forecast"],
+        state=item.get("state"),
+        predictions=item.get("predictions"),
+    )
+
+
+def _create_call(
+    model: str,
+    version: int | None,
+    warmup: ValuesLike | None,
+    state: dict[str, Any] | None,
+) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {}
+    if warmup is not None:
+        body["values"] = _as_json(warmup)
+    if state is not None:
+        body["state"] = state
+    return f"{_model_path(model, version)}/sessions", body
+
+
+def _log_retry(method: str, path: str, why: str, wait: float) -> None:
+    log.warning("%s %s failed (%s); retrying in %.2fs", method, path, why, wait)
 
 
 def _as_json(values: ValuesLike | Any) -> list[Any]:
