@@ -9,6 +9,10 @@ Cell = Literal["rnn", "lstm", "gru"]
 ScalerKind = Literal["minmax", "standard"]
 CELLS: tuple[Cell, ...] = ("rnn", "lstm", "gru")
 SCALER_KINDS: tuple[ScalerKind, ...] = ("minmax", "standard")
+# The default window when the data leaves room for it: long enough for the state to learn
+# to average noise (the synthetic series' setting). Shorter series get a third of their
+# training rows (training.data.auto_window), so each epoch still sees many subsequences.
+MAX_AUTO_WINDOW = 200
 
 
 @dataclass(frozen=True)
@@ -19,11 +23,13 @@ class TrainConfig:
     hidden_size: int = 32  # small: a sine needs a resonator, not capacity; keeps ONNX tiny
     num_layers: int = 1  # one layer is enough for a univariate series
     dropout: float = 0.0  # between stacked layers only (ignored by torch for one layer)
-    window: int = 200  # training subsequence length: long, so the state learns to average noise
-    burn_in: int = 20  # first steps of each subsequence are not scored: the state is still cold
+    # Training subsequence length: long, so the state learns to average noise. The CLI's
+    # default adapts to the data (training.data.auto_window); the synthetic series gets this.
+    window: int = MAX_AUTO_WINDOW
+    burn_in: int = 20  # first steps of each subsequence are not scored (CLI default: window // 10)
     batch_size: int = 32  # subsequences per optimisation step
     lr: float = 0.005  # Adam learning rate at the start of the cosine schedule
-    lr_min: float = 0.0005  # learning rate the cosine schedule ends at
+    lr_min: float = 0.0005  # learning rate the cosine schedule ends at, and stays at after it
     epochs: int = 60  # upper bound; early stopping usually ends sooner
     patience: int = 10  # epochs without a better validation loss before stopping
     ema: float = 0.9  # moving average of the weights per step: validated and kept (0: off)
@@ -34,16 +40,48 @@ class TrainConfig:
     seed: int = 42  # seeds torch and the batch order; same seed, same model
     threads: int = 1  # fixed CPU thread count: results must not depend on the machine load
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    # Added after format 1's first models; a manifest without them was trained with the
+    # values legacy_config() fills in.
+    test_rows: int | None = None  # test: exactly this many rows at the end (overrides the share)
+    val_rows: int | None = None  # validation: exactly this many rows before the test part
+    early_stopping: bool = True  # stop after `patience` stale epochs and keep the best; off: all
+    # The cosine schedule's length in epochs, apart from the epochs cap: raising --epochs
+    # lets a run go on at lr_min instead of stretching the schedule.
+    lr_epochs: int = 60
+    # Retrain from the same initialisation on training + validation for the epochs chosen on
+    # validation: the model then learns from the rows nearest the test span too.
+    refit: bool = True
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.scaler not in SCALER_KINDS:
             raise ValueError(f"scaler must be one of {', '.join(SCALER_KINDS)}")
-        positive = ("hidden_size", "num_layers", "window", "batch_size", "epochs", "threads")
+        positive = (
+            "hidden_size",
+            "num_layers",
+            "window",
+            "batch_size",
+            "epochs",
+            "threads",
+            "lr_epochs",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise ValueError(
+                f"patience must be at least 1, got {self.patience} "
+                "(--no-early-stopping trains every epoch)"
+            )
+        if not self.lr > 0.0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.lr_min <= self.lr:
+            raise ValueError(f"lr_min must be in [0, lr] = [0, {self.lr!r}], got {self.lr_min!r}")
+        for name in ("test_rows", "val_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         if not 0 <= self.burn_in < self.window:
             raise ValueError(f"burn_in must be in [0, window), got {self.burn_in}")
         if not 0.0 <= self.ema < 1.0:
@@ -58,3 +96,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# What a manifest written before a field existed was trained with.
+_LEGACY = {"early_stopping": True, "refit": False, "test_rows": None, "val_rows": None}
+
+
+def legacy_config(recorded: dict[str, Any]) -> TrainConfig:
+    """The config a manifest records, with fields it predates set as they then behaved.
+
+    Before `lr_epochs` the cosine schedule ran over `epochs`; before `refit` nothing refitted.
+    """
+    values = {**_LEGACY, "lr_epochs": recorded.get("epochs", TrainConfig.epochs), **recorded}
+    return TrainConfig(**values)

@@ -10,12 +10,16 @@ import csv
 import hashlib
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from training.config import MAX_AUTO_WINDOW
 
 Fill = Literal["ffill", "zero"]
 FILLS: tuple[Fill, ...] = ("ffill", "zero")
@@ -42,6 +46,8 @@ class Series:
     targets: np.ndarray  # (N, O) float64
     clean_targets: np.ndarray | None = None  # (N, O) noiseless truth, synthetic series only
     noise_seed: int | None = None  # synthetic series only
+    time_name: str | None = None  # the CSV's time column, when one was named
+    times: tuple[str, ...] | None = None  # its cells as written, increasing, one per row
 
     @property
     def rows(self) -> int:
@@ -60,31 +66,77 @@ class Split:
     def n_test(self) -> int:
         return self.rows - self.val_end
 
+    @property
+    def n_val(self) -> int:
+        return self.val_end - self.train_end
 
-def split_series(rows: int, val_fraction: float, test_fraction: float) -> Split:
-    """Test is the last share of the series; validation the last share of what precedes it."""
-    n_test = round(rows * test_fraction)
-    n_val = round((rows - n_test) * val_fraction)
+
+def split_series(
+    rows: int,
+    val_fraction: float,
+    test_fraction: float,
+    test_rows: int | None = None,
+    val_rows: int | None = None,
+) -> Split:
+    """Test is the end of the series, validation the end of what precedes it.
+
+    Each part is a row count when given, else a share: test of the series, validation of
+    the rows before the test part. Check the result with check_split.
+    """
+    n_test = test_rows if test_rows is not None else round(rows * test_fraction)
+    n_val = val_rows if val_rows is not None else round((rows - n_test) * val_fraction)
     return Split(train_end=rows - n_test - n_val, val_end=rows - n_test, rows=rows)
 
 
-def min_rows(window: int, val_fraction: float, test_fraction: float) -> int:
-    """Fewest rows whose split leaves a training part of window + 1 and non-empty val/test."""
-    rows = window + 3
-    while True:
-        s = split_series(rows, val_fraction, test_fraction)
-        if s.train_end >= window + 1 and s.val_end > s.train_end and s.n_test >= 1:
-            return rows
-        rows += 1
+def auto_window(split: Split) -> int:
+    """The default window: MAX_AUTO_WINDOW, or a third of the training rows when shorter."""
+    return max(1, min(MAX_AUTO_WINDOW, split.train_end // 3))
 
 
-def check_length(series: Series, window: int, val_fraction: float, test_fraction: float) -> None:
-    need = min_rows(window, val_fraction, test_fraction)
-    if series.rows < need:
+def auto_burn_in(window: int) -> int:
+    """Steps left out of the loss at the start of each subsequence: a tenth of the window."""
+    return window // 10
+
+
+def check_split(name: str, split: Split, window: int) -> None:
+    """Refuse a split with an empty part, or whose training part cannot hold one window."""
+    parts = f"train {split.train_end}, validation {split.n_val}, test {split.n_test}"
+    if split.n_test < 1 or split.n_val < 1 or split.train_end < 2:
         raise DataError(
-            f"{series.name} has {series.rows} rows; window {window} with validation "
-            f"{val_fraction:g} and test {test_fraction:g} needs at least {need}"
+            f"{name} has {split.rows} rows, split as {parts}: test and validation need at "
+            "least 1 row each and training at least 2"
         )
+    if split.train_end < window + 1:
+        raise DataError(
+            f"{name} has {split.rows} rows, split as {parts}; window {window} needs at least "
+            f"{window + 1} training rows: the largest window that fits is {split.train_end - 1}"
+        )
+
+
+def count_test_rows(series: Series, start: str) -> int:
+    """Rows from the first whose time is at or after `start` to the end: the test part."""
+    if series.times is None or series.time_name is None:
+        raise DataError("--test-start needs a time column (--time-column)")
+    keys = [_time_key(t) for t in series.times]
+    first = _time_key(start.strip())
+    if first is None or type(first) is not type(keys[0]):
+        raise DataError(
+            f"--test-start {start!r} is not a time like those of column {series.time_name!r} "
+            f"(e.g. {series.times[0]!r})"
+        )
+    _check_comparable(series.time_name, keys[0], first, "--test-start")
+    index = next((i for i, k in enumerate(keys) if k >= first), None)  # type: ignore[operator]
+    if index is None:
+        raise DataError(
+            f"--test-start {start!r} is after the last row of {series.name} "
+            f"({series.time_name} {series.times[-1]!r}): the test part would be empty"
+        )
+    if index == 0:
+        raise DataError(
+            f"--test-start {start!r} is at or before the first row of {series.name} "
+            f"({series.time_name} {series.times[0]!r}): nothing would be left to train on"
+        )
+    return series.rows - index
 
 
 def synthetic_sine(seed: int = 42) -> Series:
@@ -114,8 +166,13 @@ def load_csv(
     features: Sequence[str],
     targets: Sequence[str],
     fill: Fill | None = None,
+    time_column: str | None = None,
 ) -> Series:
-    """Read the chosen columns of a CSV with a header row; every cell must be a finite number."""
+    """Read the chosen columns of a CSV with a header row; every cell must be a finite number.
+
+    The time column, when named, holds numbers (e.g. years) or ISO 8601 dates and times
+    (also YYYY-MM), strictly increasing; it places --test-start and is not an input.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -129,7 +186,8 @@ def load_csv(
         raise DataError(f"{path} is empty: expected a header row naming the columns")
     header = [h.strip() for h in rows[0]]
     wanted = list(dict.fromkeys([*features, *targets]))
-    missing = [c for c in wanted if c not in header]
+    named = wanted if time_column is None else [*wanted, time_column]
+    missing = [c for c in dict.fromkeys(named) if c not in header]
     if missing:
         raise DataError(
             f"column(s) {', '.join(map(repr, missing))} not in the header of {path} "
@@ -154,6 +212,10 @@ def load_csv(
             values[r, j] = _parse_cell(cell, col, line, gaps)
     if gaps:
         values = _fill_gaps(values, wanted, gaps, fill)
+    times = None
+    if time_column is not None:
+        cells = [row[header.index(time_column)].strip() for row in body]
+        times = _read_times(path, time_column, cells)
     col_of = {c: j for j, c in enumerate(wanted)}
     return Series(
         name=path.name,
@@ -162,7 +224,63 @@ def load_csv(
         target_names=tuple(targets),
         features=values[:, [col_of[c] for c in features]],
         targets=values[:, [col_of[c] for c in targets]],
+        time_name=time_column,
+        times=times,
     )
+
+
+_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def _time_key(text: str) -> float | datetime | None:
+    """A number, or an ISO 8601 date/time (YYYY-MM as its first day); None if neither."""
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return number if math.isfinite(number) else None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    month = _YEAR_MONTH.match(text)
+    if month and 1 <= int(month[2]) <= 12:
+        return datetime(int(month[1]), int(month[2]), 1)
+    return None
+
+
+def _check_comparable(column: str, a: float | datetime, b: float | datetime, what: str) -> None:
+    aware = [t.tzinfo is not None for t in (a, b) if isinstance(t, datetime)]
+    if len(aware) == 2 and aware[0] != aware[1]:
+        raise DataError(f"{what} and column {column!r} mix times with and without a time zone")
+
+
+def _read_times(path: Path, name: str, cells: list[str]) -> tuple[str, ...]:
+    """The time column's cells, checked: parseable, one kind, strictly increasing."""
+    column = f"time column {name!r}"
+    previous: float | datetime | None = None
+    for r, cell in enumerate(cells):
+        line = r + 2
+        key = _time_key(cell)
+        if key is None:
+            raise DataError(
+                f"{column} of {path} has {cell!r} on line {line}: expected a number or an "
+                "ISO 8601 date/time"
+            )
+        if previous is not None:
+            if type(key) is not type(previous):
+                raise DataError(f"{column} of {path} mixes numbers and dates (line {line})")
+            _check_comparable(name, previous, key, f"line {line} of {path}")
+            if not key > previous:  # type: ignore[operator]
+                raise DataError(
+                    f"{column} of {path} is not increasing: {cell!r} on line {line} follows "
+                    f"{cells[r - 1]!r}"
+                )
+        previous = key
+    if not cells:
+        raise DataError(f"{path} has no rows")
+    return tuple(cells)
 
 
 def _parse_cell(cell: str, col: str, line: int, gaps: dict[str, list[int]]) -> float:

@@ -1,4 +1,5 @@
-"""Test-split metrics in original units: streaming, windowed, and the baselines beside them.
+"""Metrics in original units, of the test rows (and of the validation rows before them):
+streaming, windowed, and the baselines beside them.
 
 - streaming: one pass over the whole series from a zero state, state carried; the prediction
   made after row j - 1 is scored against row j for every test row j.
@@ -65,6 +66,9 @@ class Evaluation:
     actual: np.ndarray
     predictions: dict[str, np.ndarray]  # streaming, windowed, persistence[, noiseless]
     metrics: dict[str, dict[str, float]]
+    # The same ways on the validation rows, by the model validation chose (before any refit
+    # on them): the figures to tune on, where the test metrics are only to report.
+    validation: dict[str, dict[str, float]] | None = None
 
     def ratios(self) -> dict[str, float]:
         """Headline figures: RMSE relative to the floor (if known) and to persistence."""
@@ -79,21 +83,53 @@ class Evaluation:
         return out
 
     def summary(self) -> dict[str, Any]:
-        return {"test": self.metrics, "ratios": self.ratios()}
+        out: dict[str, Any] = {"test": self.metrics, "ratios": self.ratios()}
+        if self.validation is not None:
+            out["validation"] = self.validation
+        return out
 
 
 def evaluate(
-    run: Runner, series: Series, split: Split, scalers: dict[str, Scaler], window: int
+    run: Runner,
+    series: Series,
+    split: Split,
+    scalers: dict[str, Scaler],
+    window: int,
+    validation: dict[str, dict[str, float]] | None = None,
 ) -> Evaluation:
     """Score the test rows [split.val_end, rows) every way a user forecasts."""
+    actual, preds = _predict_span(run, series, scalers, window, split.val_end, split.rows)
+    return Evaluation(
+        actual=actual,
+        predictions=preds,
+        metrics={k: metrics(p, actual) for k, p in preds.items()},
+        validation=validation,
+    )
+
+
+def evaluate_validation(
+    run: Runner, series: Series, split: Split, scalers: dict[str, Scaler], window: int
+) -> dict[str, dict[str, float]]:
+    """The same metrics on the validation rows [split.train_end, split.val_end)."""
+    actual, preds = _predict_span(run, series, scalers, window, split.train_end, split.val_end)
+    return {k: metrics(p, actual) for k, p in preds.items()}
+
+
+def _predict_span(
+    run: Runner,
+    series: Series,
+    scalers: dict[str, Scaler],
+    window: int,
+    start: int,
+    end: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Actual values (end - start, O) and every way's predictions of rows [start, end)."""
     x = apply(scalers, series.feature_names, series.features).astype(np.float32)  # (N, F)
-    start, end = split.val_end, split.rows
     names = series.target_names
-    stream = run(x[None, : end - 1])[0, start - 1 :]  # (n_test, O)
+    stream = run(x[None, : end - 1])[0, start - 1 :]  # (end - start, O)
     rows = np.arange(start, end)
-    windows = x[rows[:, None] - window + np.arange(window)]  # (n_test, W, F)
-    windowed = run(windows)[:, -1]  # (n_test, O)
-    actual = series.targets[start:end]
+    windows = x[rows[:, None] - window + np.arange(window)]  # (end - start, W, F)
+    windowed = run(windows)[:, -1]  # (end - start, O)
     preds = {
         "streaming": invert(scalers, names, stream),
         "windowed": invert(scalers, names, windowed),
@@ -101,8 +137,4 @@ def evaluate(
     }
     if series.clean_targets is not None:
         preds["noiseless"] = series.clean_targets[start:end]
-    return Evaluation(
-        actual=actual,
-        predictions=preds,
-        metrics={k: metrics(p, actual) for k, p in preds.items()},
-    )
+    return series.targets[start:end], preds

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +33,8 @@ class FitResult:
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    best_epoch: int = 0  # 1-based epoch whose weights were restored
+    lr: list[float] = field(default_factory=list)  # the learning rate each epoch ran at
+    best_epoch: int = 0  # 1-based epoch whose weights were kept
     epochs_run: int = 0
     seconds: float = 0.0
 
@@ -63,6 +65,66 @@ def streaming_loss(model: Forecaster, x: Tensor, y: Tensor, start: int, end: int
         return float(nn.functional.mse_loss(pred[0, start - 1 :], y[start:end]))
 
 
+def _epochs(
+    model: Forecaster,
+    x: Tensor,
+    y: Tensor,
+    train_end: int,
+    config: TrainConfig,
+    epochs: int,
+    progress: bool,
+) -> Generator[tuple[int, float, float, tqdm[int]], None, None]:
+    """Train on rows [0, train_end); after each epoch yield (epoch, train loss, lr, bar).
+
+    While the caller holds a yielded epoch, the model holds the weights to validate and keep:
+    the moving average when it is on. The learning rate follows a cosine from lr to lr_min
+    over `lr_epochs` epochs and stays at lr_min after them, whatever the epochs cap.
+    """
+    w, burn = config.window, config.burn_in
+    n_starts = train_end - w  # input rows [s, s + w), targets rows [s + 1, s + w + 1)
+    starts = torch.arange(n_starts)
+    offsets = torch.arange(w)
+    gen = torch.Generator().manual_seed(config.seed)
+    optim = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optim, T_max=config.lr_epochs, eta_min=config.lr_min
+    )
+    # The average (when on) is what gets validated, kept and shipped: it smooths the noise
+    # that each small batch of a noisy series puts into the raw weights.
+    averaged = [p.detach().clone() for p in model.parameters()] if config.ema > 0 else None
+    bar = tqdm(range(1, epochs + 1), desc=config.cell, disable=not progress, leave=False)
+    try:
+        for epoch in bar:
+            model.train()
+            lr = float(optim.param_groups[0]["lr"])
+            order = starts[torch.randperm(n_starts, generator=gen)]
+            total, count = 0.0, 0
+            for i in range(0, n_starts, config.batch_size):
+                idx = order[i : i + config.batch_size, None] + offsets  # (B, W) row numbers
+                xb, yb = x[idx], y[idx + 1]  # (B, W, F), (B, W, O)
+                pred, _ = model(xb)
+                loss = nn.functional.mse_loss(pred[:, burn:], yb[:, burn:])
+                optim.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optim.step()
+                if averaged is not None:
+                    with torch.no_grad():
+                        for avg, p in zip(averaged, model.parameters(), strict=True):
+                            avg.lerp_(p, 1.0 - config.ema)
+                total += loss.item() * idx.shape[0]
+                count += idx.shape[0]
+            if epoch <= config.lr_epochs:  # past its end CosineAnnealingLR would climb again
+                sched.step()
+            if averaged is not None:
+                raw = _swap(model, averaged)
+            yield epoch, total / count, lr, bar
+            if averaged is not None:
+                averaged = _swap(model, raw)
+    finally:  # also when the caller stops early
+        bar.close()
+
+
 def fit(
     model: Forecaster,
     x: Tensor,
@@ -71,70 +133,72 @@ def fit(
     config: TrainConfig,
     progress: bool = False,
 ) -> FitResult:
-    """Train in place on rows [0, split.train_end); x (N, F), y (N, O) scaled, on the device."""
-    w, burn = config.window, config.burn_in
-    n_starts = split.train_end - w  # input rows [s, s + w), targets rows [s + 1, s + w + 1)
-    starts = torch.arange(n_starts)
-    offsets = torch.arange(w)
-    gen = torch.Generator().manual_seed(config.seed)
-    optim = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optim, T_max=config.epochs, eta_min=config.lr_min
-    )
-    # The average (when on) is what gets validated, kept and shipped: it smooths the noise
-    # that each small batch of a noisy series puts into the raw weights.
-    averaged = [p.detach().clone() for p in model.parameters()] if config.ema > 0 else None
+    """Train in place on rows [0, split.train_end) and validate on the validation rows.
+
+    x (N, F), y (N, O) scaled, on the device. With early stopping the run ends after
+    `patience` epochs without a better validation loss and the best epoch's weights are
+    restored; without it every epoch runs and the last one's weights are kept.
+    """
     result = FitResult()
-    best_val, best_weights, stale = math.inf, copy.deepcopy(model.state_dict()), 0
+    best_val, kept, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     t0 = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=config.cell, disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        order = starts[torch.randperm(n_starts, generator=gen)]
-        total, count = 0.0, 0
-        for i in range(0, n_starts, config.batch_size):
-            idx = order[i : i + config.batch_size, None] + offsets  # (B, W) row numbers
-            xb, yb = x[idx], y[idx + 1]  # (B, W, F), (B, W, O)
-            pred, _ = model(xb)
-            loss = nn.functional.mse_loss(pred[:, burn:], yb[:, burn:])
-            optim.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optim.step()
-            if averaged is not None:
-                with torch.no_grad():
-                    for avg, p in zip(averaged, model.parameters(), strict=True):
-                        avg.lerp_(p, 1.0 - config.ema)
-            total += loss.item() * idx.shape[0]
-            count += idx.shape[0]
-        sched.step()
-        if averaged is not None:
-            raw = _swap(model, averaged)
+    run = _epochs(model, x, y, split.train_end, config, config.epochs, progress)
+    for epoch, train_loss, lr, bar in run:
         val = streaming_loss(model, x, y, split.train_end, split.val_end)
-        result.train_loss.append(total / count)
+        result.train_loss.append(train_loss)
+        result.lr.append(lr)
         result.val_loss.append(val)
         result.epochs_run = epoch
-        bar.set_postfix(train=f"{total / count:.4f}", val=f"{val:.4f}")
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val:.4f}")
         if val < best_val:
-            best_val, best_weights, stale = val, copy.deepcopy(model.state_dict()), 0
-            result.best_epoch = epoch
+            best_val, stale = val, 0
+            if config.early_stopping:
+                kept, result.best_epoch = copy.deepcopy(model.state_dict()), epoch
         else:
             stale += 1
-        if averaged is not None:
-            averaged = _swap(model, raw)
-        if stale >= config.patience:
+        if not config.early_stopping:
+            kept, result.best_epoch = copy.deepcopy(model.state_dict()), epoch
+        elif stale >= config.patience:
+            run.close()
             break
-    bar.close()
-    model.load_state_dict(best_weights)
+    model.load_state_dict(kept)
     result.seconds = time.perf_counter() - t0
     log.info(
-        "fit %s: %d epochs, best epoch %d, val loss %.5f, %.1f s",
+        "fit %s: %d epochs, kept epoch %d, best val loss %.5f, %.1f s",
         config.cell,
         result.epochs_run,
         result.best_epoch,
         best_val,
         result.seconds,
     )
+    return result
+
+
+def refit(
+    model: Forecaster,
+    x: Tensor,
+    y: Tensor,
+    rows: int,
+    epochs: int,
+    config: TrainConfig,
+    progress: bool = False,
+) -> FitResult:
+    """Train in place on rows [0, rows) for exactly `epochs` epochs and keep the last weights.
+
+    The refit has no validation rows left to stop on: `epochs` is what validation chose.
+    """
+    result = FitResult()
+    kept = copy.deepcopy(model.state_dict())
+    t0 = time.perf_counter()
+    for epoch, train_loss, lr, bar in _epochs(model, x, y, rows, config, epochs, progress):
+        result.train_loss.append(train_loss)
+        result.lr.append(lr)
+        result.epochs_run = result.best_epoch = epoch
+        bar.set_postfix(train=f"{train_loss:.4f}")
+        kept = copy.deepcopy(model.state_dict())
+    model.load_state_dict(kept)
+    result.seconds = time.perf_counter() - t0
+    log.info("refit %s on %d rows: %d epochs, %.1f s", config.cell, rows, epochs, result.seconds)
     return result
 
 

@@ -7,10 +7,12 @@ in torch 2.13 the dynamo exporter fails on nn.RNN and bakes static shapes.
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,17 @@ from training.models import Forecaster
 log = logging.getLogger(__name__)
 
 OPSET = 17
-TOLERANCE = 1e-5
 PARITY_BATCHES = (1, 3, 64)
+# The parity tolerance, per sequence length: max(TOLERANCE, min(MAX_TOLERANCE, DRIFT_FACTOR x
+# the float32 drift)), the drift being how far PyTorch float32 lies from PyTorch float64 on
+# the same inputs. ONNX Runtime is another float32 implementation: a sound export lies about
+# as far from PyTorch float32 as float32 lies from float64 (measured: up to 3.7x where the
+# error exceeds 1e-5, 2.9x in the real cases that the fixed 1e-5 rejected), so a long-memory
+# model that amplifies rounding passes, while a wrong graph shows an error on short sequences,
+# where the drift is ~1e-7 and the floor applies.
+TOLERANCE = 1e-5  # absolute floor, scaled units
+DRIFT_FACTOR = 10.0
+MAX_TOLERANCE = 1e-3  # beyond it float32 itself is unreliable: such a model cannot be checked
 
 
 class ParityError(RuntimeError):
@@ -137,8 +148,38 @@ def export_onnx(model: Forecaster) -> bytes:
         return path.read_bytes()
 
 
+def tolerance_for(drift: float) -> float:
+    """The allowed ONNX-vs-PyTorch error where float32 and float64 differ by `drift`."""
+    return max(TOLERANCE, min(MAX_TOLERANCE, DRIFT_FACTOR * drift))
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """One sequence length of the grid: the worst error, the float32 drift and the tolerance."""
+
+    time: int
+    max_abs_error: float  # ONNX Runtime against PyTorch float32, over every batch and output
+    float32_drift: float  # PyTorch float32 against float64 on the same inputs
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Parity:
+    """The parity check's result over the whole grid (every length passed)."""
+
+    checks: tuple[ParityCheck, ...]
+
+    @property
+    def max_abs_error(self) -> float:
+        return max(c.max_abs_error for c in self.checks)
+
+    @property
+    def float32_drift(self) -> float:
+        return max(c.float32_drift for c in self.checks)
+
+
 def parity_record(
-    error: float, window: int, bootstrapped: bool, batches: Sequence[int] = PARITY_BATCHES
+    parity: Parity, window: int, bootstrapped: bool, batches: Sequence[int] = PARITY_BATCHES
 ) -> dict[str, Any]:
     """The manifest's onnx.parity block: the result and how it was measured."""
     inputs = (
@@ -148,8 +189,22 @@ def parity_record(
         else "N(0, 1)"
     )
     return {
-        "max_abs_error": error,
+        "max_abs_error": parity.max_abs_error,
+        "float32_drift": parity.float32_drift,
         "tolerance": TOLERANCE,
+        "tolerance_rule": (
+            f"per length: max({TOLERANCE:g}, min({MAX_TOLERANCE:g}, {DRIFT_FACTOR:g} x "
+            "max |PyTorch float32 - float64|))"
+        ),
+        "by_time": [
+            {
+                "time": c.time,
+                "max_abs_error": c.max_abs_error,
+                "float32_drift": c.float32_drift,
+                "tolerance": c.tolerance,
+            }
+            for c in parity.checks
+        ],
         "batches": list(batches),
         "times": list(parity_times(window)),
         "inputs": inputs,
@@ -162,47 +217,75 @@ def parity_times(window: int) -> tuple[int, ...]:
     return tuple(sorted({1, 7, window, 10 * window + 3}))
 
 
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b| in float64; NaN anywhere gives inf (never passes a check)."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return float("inf") if np.isnan(diff).any() else float(np.max(diff))
+
+
 def check_parity(
     model: Forecaster,
     onnx_bytes: bytes,
     window: int,
     batches: Sequence[int] = PARITY_BATCHES,
     times: Sequence[int] | None = None,
-    tolerance: float = TOLERANCE,
     seed: int = 0,
     pool: np.ndarray | None = None,
-) -> float:
-    """Max abs error between ONNX Runtime (CPU) and PyTorch over every output; raises beyond tol.
+) -> Parity:
+    """Compare ONNX Runtime (CPU) with PyTorch over the grid; raises ParityError beyond tolerance.
 
     Inputs are white noise, or bootstrapped from `pool` (N, F), the scaled training inputs,
-    when given. A trained long-memory model can be ill-conditioned on white noise: over
-    thousands of steps, float32 rounding alone then moves its outputs by more than the
-    tolerance (PyTorch float32 against float64 differs as much as ONNX Runtime against
-    PyTorch), so such a check would test float32 arithmetic, not the export.
+    when given. The same inputs also run through a float64 copy of the model: how far
+    float32 drifts from it sets the tolerance of each length (see tolerance_for). A trained
+    long-memory model can be ill-conditioned on white noise; on data-like inputs its drift is
+    small, so the bootstrapped check is the tighter one.
     """
     model = model.cpu().eval()
+    exact = copy.deepcopy(model).double()
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     ins, outs = io_names(model.cell)
     rng = np.random.default_rng(seed)
-    worst = 0.0
-    for batch in batches:
-        for time in times or parity_times(window):
+    checks = []
+    for time in times or parity_times(window):
+        errors: list[tuple[float, str, int]] = []  # (error, output, batch)
+        drift = 0.0
+        for batch in batches:
             arrays = _random_inputs(model, batch, time, rng, pool)
-            got = session.run(outs, dict(zip(ins, arrays, strict=True)))
+            try:
+                got = session.run(outs, dict(zip(ins, arrays, strict=True)))
+            except Exception as exc:  # ORT's errors share no useful base class
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ParityError(
+                    f"ONNX Runtime failed (batch {batch}, time {time}): {first}"
+                ) from exc
             with torch.no_grad():
                 want = _StatefulGraph(model)(*(torch.from_numpy(a) for a in arrays))
-            for name, g, w in zip(outs, got, want, strict=True):
+                want64 = _StatefulGraph(exact)(
+                    *(torch.from_numpy(a.astype(np.float64)) for a in arrays)
+                )
+            for name, g, w, w64 in zip(outs, got, want, want64, strict=True):
                 if g.shape != tuple(w.shape):
                     raise ParityError(
                         f"{name}: ONNX shape {g.shape} != torch shape {tuple(w.shape)} "
                         f"(batch {batch}, time {time})"
                     )
-                err = float(np.max(np.abs(g - w.numpy())))
-                if not err <= tolerance:  # also catches NaN
-                    raise ParityError(
-                        f"{name}: max abs error {err:.3g} > {tolerance:g} "
-                        f"(batch {batch}, time {time})"
-                    )
-                worst = max(worst, err)
-    log.info("parity %s: max abs error %.3g over batches %s", model.cell, worst, list(batches))
-    return worst
+                errors.append((_max_abs(g, w.numpy()), name, batch))
+                drift = max(drift, _max_abs(w.numpy(), w64.numpy()))
+        tolerance = tolerance_for(drift)
+        err, name, batch = max(errors)
+        if not err <= tolerance:
+            raise ParityError(
+                f"{name}: max abs error {err!r} > tolerance {tolerance!r} (batch {batch}, "
+                f"time {time}; PyTorch float32 and float64 differ by {drift!r} at this length, "
+                f"tolerance = max({TOLERANCE:g}, min({MAX_TOLERANCE:g}, {DRIFT_FACTOR:g} x that)))"
+            )
+        checks.append(ParityCheck(time, err, drift, tolerance))
+    parity = Parity(tuple(checks))
+    log.info(
+        "parity %s: max abs error %r, float32 drift %r, over batches %s",
+        model.cell,
+        parity.max_abs_error,
+        parity.float32_drift,
+        list(batches),
+    )
+    return parity

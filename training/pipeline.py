@@ -1,4 +1,9 @@
-"""One training run end to end in memory: scale, fit, evaluate. Writing is export's job."""
+"""One training run end to end in memory: split, scale, fit, refit, evaluate.
+
+Writing is export's job. The epochs are chosen on the validation rows; then, unless the
+config turns it off, the model is trained again from the same initialisation on training
+plus validation for that many epochs, so it has seen the rows nearest the test span.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig
-from training.data import Series, Split, check_length, split_series
-from training.evaluate import Evaluation, evaluate, torch_runner
-from training.fit import FitResult, fit, make_reproducible, resolve_device
+from training.data import Series, Split, check_split, split_series
+from training.evaluate import Evaluation, evaluate, evaluate_validation, torch_runner
+from training.fit import FitResult, fit, make_reproducible, refit, resolve_device
 from training.models import Forecaster
 from training.scalers import Scaler, apply, fit_scalers
 
@@ -23,29 +28,45 @@ class Trained:
     config: TrainConfig
     series: Series
     split: Split
-    scalers: dict[str, Scaler]
-    history: FitResult
+    scalers: dict[str, Scaler]  # fitted on the rows the final model was trained on
+    history: FitResult  # the run on the training rows, validated: it chose the epochs
     evaluation: Evaluation
+    refit: FitResult | None = None  # the run on training + validation, when there was one
+
+    @property
+    def fitted_rows(self) -> int:
+        """Rows [0, fitted_rows) the final model was trained on."""
+        return self.split.val_end if self.refit is not None else self.split.train_end
+
+
+def make_split(series: Series, config: TrainConfig) -> Split:
+    """The config's chronological split of the series, checked against its window."""
+    split = split_series(
+        series.rows, config.val_fraction, config.test_fraction, config.test_rows, config.val_rows
+    )
+    check_split(series.name, split, config.window)
+    return split
+
+
+def _scalers(series: Series, config: TrainConfig, rows: int) -> dict[str, Scaler]:
+    """One scaler per column, fitted on rows [0, rows) only."""
+    part = slice(0, rows)
+    columns = {n: series.features[part, j] for j, n in enumerate(series.feature_names)}
+    for j, n in enumerate(series.target_names):
+        columns.setdefault(n, series.targets[part, j])
+    return fit_scalers(config.scaler, columns)
 
 
 def prepare(series: Series, config: TrainConfig) -> tuple[Split, dict[str, Scaler]]:
-    """Check the length, split chronologically and fit scalers on the training rows only."""
-    check_length(series, config.window, config.val_fraction, config.test_fraction)
-    split = split_series(series.rows, config.val_fraction, config.test_fraction)
-    train = slice(0, split.train_end)
-    columns = {n: series.features[train, j] for j, n in enumerate(series.feature_names)}
-    for j, n in enumerate(series.target_names):
-        columns.setdefault(n, series.targets[train, j])
-    return split, fit_scalers(config.scaler, columns)
+    """Split chronologically (checked) and fit scalers on the training rows only."""
+    split = make_split(series, config)
+    return split, _scalers(series, config, split.train_end)
 
 
-def train(series: Series, config: TrainConfig, progress: bool = False) -> Trained:
-    split, scalers = prepare(series, config)
-    device = resolve_device(config.device)
+def _new_model(series: Series, config: TrainConfig, device: torch.device) -> Forecaster:
+    """A freshly initialised forecaster: the same weights for the same seed."""
     make_reproducible(config, device)
-    x = torch.from_numpy(apply(scalers, series.feature_names, series.features).astype(np.float32))
-    y = torch.from_numpy(apply(scalers, series.target_names, series.targets).astype(np.float32))
-    model = Forecaster(
+    return Forecaster(
         cell=config.cell,
         input_size=len(series.feature_names),
         hidden_size=config.hidden_size,
@@ -53,13 +74,39 @@ def train(series: Series, config: TrainConfig, progress: bool = False) -> Traine
         dropout=config.dropout,
         output_size=len(series.target_names),
     ).to(device)
-    history = fit(model, x.to(device), y.to(device), split, config, progress=progress)
+
+
+def _tensors(
+    series: Series, scalers: dict[str, Scaler], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled inputs (N, F) and targets (N, O), float32, on the device."""
+    x = apply(scalers, series.feature_names, series.features).astype(np.float32)
+    y = apply(scalers, series.target_names, series.targets).astype(np.float32)
+    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+def train(series: Series, config: TrainConfig, progress: bool = False) -> Trained:
+    split, scalers = prepare(series, config)
+    device = resolve_device(config.device)
+    model = _new_model(series, config, device)
+    x, y = _tensors(series, scalers, device)
+    history = fit(model, x, y, split, config, progress=progress)
     model = model.cpu().eval()
-    evaluation = evaluate(torch_runner(model), series, split, scalers, config.window)
-    return Trained(model, config, series, split, scalers, history, evaluation)
+    validation = evaluate_validation(torch_runner(model), series, split, scalers, config.window)
+    refitted = None
+    if config.refit and history.best_epoch >= 1:  # 0: validation never had a finite loss
+        scalers = _scalers(series, config, split.val_end)
+        model = _new_model(series, config, device)
+        x, y = _tensors(series, scalers, device)
+        refitted = refit(model, x, y, split.val_end, history.best_epoch, config, progress)
+        model = model.cpu().eval()
+    evaluation = evaluate(
+        torch_runner(model), series, split, scalers, config.window, validation=validation
+    )
+    return Trained(model, config, series, split, scalers, history, evaluation, refitted)
 
 
 def training_inputs(trained: Trained) -> np.ndarray:
-    """The scaled inputs of the training rows (N, F): what the model was fitted on."""
-    rows = trained.series.features[: trained.split.train_end]
+    """The scaled inputs of the rows the final model was fitted on (N, F)."""
+    rows = trained.series.features[: trained.fitted_rows]
     return apply(trained.scalers, trained.series.feature_names, rows)

@@ -36,6 +36,7 @@ class Entry:
 
     label: str
     trained: Trained
+    total_seconds: float | None = None  # the whole run: fit, evaluation, export, check, write
 
 
 def _colour(entry: Entry) -> str:
@@ -109,7 +110,12 @@ def plot_scatter(entries: Sequence[Entry], path: Path) -> None:
     _save(fig, path)
 
 
-def metrics_json(entries: Sequence[Entry]) -> dict[str, Any]:
+def fit_seconds(t: Trained) -> float:
+    """Seconds spent fitting: the validated run plus the refit, when there is one."""
+    return t.history.seconds + (t.refit.seconds if t.refit is not None else 0.0)
+
+
+def metrics_json(entries: Sequence[Entry], failed: dict[str, str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for e in entries:
         t = e.trained
@@ -118,39 +124,79 @@ def metrics_json(entries: Sequence[Entry]) -> dict[str, Any]:
             **t.evaluation.summary(),
             "epochs": t.history.epochs_run,
             "best_epoch": t.history.best_epoch,
-            "fit_seconds": round(t.history.seconds, 2),
+            "refit_epochs": t.refit.epochs_run if t.refit is not None else None,
+            "fit_seconds": round(fit_seconds(t), 2),
+            "total_seconds": None if e.total_seconds is None else round(e.total_seconds, 2),
             "loss": {"train": t.history.train_loss, "val": t.history.val_loss},
         }
+    if failed:
+        out["failed"] = failed
     return out
 
 
-def markdown(entries: Sequence[Entry], command: str | None) -> str:
-    t0 = entries[0].trained
-    lines = [
-        "# Training report",
-        "",
-        f"Data: `{t0.series.name}` ({t0.series.rows} rows; split train {t0.split.train_end}, "
-        f"validation {t0.split.val_end - t0.split.train_end}, test {t0.split.n_test}). "
-        "Test metrics in original units; streaming carries the state over the whole series, "
-        f"windowed predicts each test row from the previous {t0.config.window} rows from a zero "
-        "state.",
-        "",
-    ]
+def markdown(
+    entries: Sequence[Entry], command: str | None, failed: dict[str, str] | None = None
+) -> str:
+    lines = ["# Training report", ""]
+    if entries:
+        t0 = entries[0].trained
+        refit = (
+            f" The models were then refit on training + validation ({t0.fitted_rows} rows) "
+            "for the epochs validation chose: validation figures are the model before the "
+            "refit, test figures the refit model."
+            if t0.refit is not None
+            else ""
+        )
+        lines += [
+            f"Data: `{t0.series.name}` ({t0.series.rows} rows; split train "
+            f"{t0.split.train_end}, validation {t0.split.n_val}, test {t0.split.n_test}). "
+            "Metrics in original units; streaming carries the state over the whole series, "
+            f"windowed predicts each row from the previous {t0.config.window} rows from a zero "
+            f"state.{refit}",
+            "",
+        ]
     if command:
         lines += ["Produced by:", "", "```bash", command, "```", ""]
+    if entries:
+        lines += _table(entries)
+        lines += ["", "Metrics as JSON: [metrics.json](metrics.json)", ""]
+    if failed:
+        lines += ["## Not written: the ONNX export check failed", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in failed.items()]
+        lines.append("")
+    if entries:
+        for file, title in PLOTS.items():
+            lines += [f"## {title}", "", f"![{title}]({file})", ""]
+    return "\n".join(lines)
+
+
+def _table(entries: Sequence[Entry]) -> list[str]:
+    t0 = entries[0].trained
     has_floor = "noiseless" in t0.evaluation.metrics
-    head = "| model | streaming RMSE | windowed RMSE | persistence RMSE |"
-    rule = "| --- | ---: | ---: | ---: |"
+    has_val = t0.evaluation.validation is not None
+    head = "| model |"
+    rule = "| --- |"
+    if has_val:
+        head += " validation RMSE | validation persistence |"
+        rule += " ---: | ---: |"
+    head += " streaming RMSE | windowed RMSE | persistence RMSE |"
+    rule += " ---: | ---: | ---: |"
     if has_floor:
         head += " noiseless RMSE | streaming / noiseless | windowed / noiseless |"
         rule += " ---: | ---: | ---: |"
-    head += " streaming / persistence | MAE | sMAPE % | epochs (best) | fit s |"
-    rule += " ---: | ---: | ---: | ---: | ---: |"
-    lines += [head, rule]
+    head += " streaming / persistence | MAE | sMAPE % | epochs (best) | refit epochs |"
+    head += " fit s | total s |"
+    rule += " ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    lines = [head, rule]
     for e in entries:
-        m, r, h = e.trained.evaluation.metrics, e.trained.evaluation.ratios(), e.trained.history
-        row = (
-            f"| {e.label} | {m['streaming']['rmse']:.4f} | {m['windowed']['rmse']:.4f} "
+        t = e.trained
+        m, r, h = t.evaluation.metrics, t.evaluation.ratios(), t.history
+        row = f"| {e.label} |"
+        if t.evaluation.validation is not None:
+            v = t.evaluation.validation
+            row += f" {v['streaming']['rmse']:.4f} | {v['persistence']['rmse']:.4f} |"
+        row += (
+            f" {m['streaming']['rmse']:.4f} | {m['windowed']['rmse']:.4f} "
             f"| {m['persistence']['rmse']:.4f} |"
         )
         if has_floor:
@@ -158,26 +204,42 @@ def markdown(entries: Sequence[Entry], command: str | None) -> str:
                 f" {m['noiseless']['rmse']:.4f} | {r['streaming_vs_noiseless']:.4f} "
                 f"| {r['windowed_vs_noiseless']:.4f} |"
             )
+        refit = str(t.refit.epochs_run) if t.refit is not None else "no refit"
+        total = "" if e.total_seconds is None else f"{e.total_seconds:.1f}"
         row += (
             f" {r['streaming_vs_persistence']:.4f} | {m['streaming']['mae']:.4f} "
-            f"| {m['streaming']['smape']:.2f} | {h.epochs_run} ({h.best_epoch}) "
-            f"| {h.seconds:.1f} |"
+            f"| {m['streaming']['smape']:.2f} | {h.epochs_run} ({h.best_epoch}) | {refit} "
+            f"| {fit_seconds(t):.1f} | {total} |"
         )
         lines.append(row)
-    lines += ["", "Metrics as JSON: [metrics.json](metrics.json)", ""]
-    for file, title in PLOTS.items():
-        lines += [f"## {title}", "", f"![{title}]({file})", ""]
-    return "\n".join(lines)
+    lines += [
+        "",
+        "fit s: fitting (with the refit); total s: the whole run of that model (fit, "
+        "evaluation, ONNX export, parity check, writing).",
+    ]
+    return lines
 
 
-def write_report(entries: Sequence[Entry], directory: Path, command: str | None = None) -> Path:
-    """Write metrics.json, the four plots and README.md into `directory` (created if needed)."""
+def write_report(
+    entries: Sequence[Entry],
+    directory: Path,
+    command: str | None = None,
+    failed: dict[str, str] | None = None,
+) -> Path:
+    """Write metrics.json, the four plots and README.md into `directory` (created if needed).
+
+    `failed` lists models whose export check failed (name: reason); with no entries at all
+    the report holds only that list.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(metrics_json(entries), indent=2) + "\n")
-    plot_loss(entries, directory / "loss.png")
-    plot_forecast(entries, directory / "forecast.png")
-    plot_errors(entries, directory / "errors.png")
-    plot_scatter(entries, directory / "scatter.png")
-    (directory / "README.md").write_text(markdown(entries, command))
+    (directory / "metrics.json").write_text(
+        json.dumps(metrics_json(entries, failed), indent=2) + "\n"
+    )
+    if entries:
+        plot_loss(entries, directory / "loss.png")
+        plot_forecast(entries, directory / "forecast.png")
+        plot_errors(entries, directory / "errors.png")
+        plot_scatter(entries, directory / "scatter.png")
+    (directory / "README.md").write_text(markdown(entries, command, failed))
     log.info("report written to %s", directory)
     return directory

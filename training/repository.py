@@ -64,6 +64,15 @@ def build_manifest(
     dataset: dict[str, Any] = {"name": s.name, "sha256": s.sha256, "rows": s.rows}
     if s.noise_seed is not None:
         dataset["noise_seed"] = s.noise_seed
+    split: dict[str, Any] = {
+        "train": trained.split.train_end,
+        "validation": trained.split.n_val,
+        "test": trained.split.n_test,
+    }
+    if s.times is not None:
+        split["time_column"] = s.time_name
+        split["test_starts_at"] = s.times[trained.split.val_end]
+    refit = trained.refit
     return Manifest.model_validate(
         {
             "format_version": FORMAT_VERSION,
@@ -83,16 +92,20 @@ def build_manifest(
             },
             "training": {
                 "dataset": dataset,
-                "split": {
-                    "train": trained.split.train_end,
-                    "validation": trained.split.val_end - trained.split.train_end,
-                    "test": trained.split.n_test,
-                },
+                "split": split,
                 "config": cfg.to_dict(),
                 "seed": cfg.seed,
                 "epochs": h.epochs_run,
                 "best_epoch": h.best_epoch,
                 "fit_seconds": round(h.seconds, 2),
+                # The final model's run on training + validation (null: the fit above is it).
+                "refit": None
+                if refit is None
+                else {
+                    "rows": trained.fitted_rows,
+                    "epochs": refit.epochs_run,
+                    "seconds": round(refit.seconds, 2),
+                },
                 "versions": library_versions(),
                 "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from training.config import TrainConfig
@@ -32,3 +34,15 @@ def sine() -> Series:
 @pytest.fixture(scope="session")
 def tiny_trained(sine: Series) -> Trained:
     return train(sine, tiny_config("lstm"))
+
+
+@pytest.fixture(scope="session")
+def nile_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Yearly flow of the Nile at Aswan, 1871-1970 (100 rows): statsmodels' bundled copy."""
+    from statsmodels.datasets import nile
+
+    df = nile.load_pandas().data
+    path = tmp_path_factory.mktemp("data") / "nile.csv"
+    rows = [f"{int(y)},{v:g}" for y, v in zip(df["year"], df["volume"], strict=True)]
+    path.write_text("year,volume\n" + "\n".join(rows) + "\n")
+    return path

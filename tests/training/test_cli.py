@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +48,12 @@ def _good_rows(n: int) -> str:
             "missing values in column 'value' on line(s) 3",
         ),
         ("t,value\n0,1\n1,abc\n" + _good_rows(100), [], "non-numeric value 'abc' on line 3"),
-        ("t,value\n" + _good_rows(12), [], "has 12 rows; window 10"),
+        (
+            "t,value\n" + _good_rows(12),
+            [],
+            "has 12 rows, split as train 8, validation 2, test 2; window 10 needs at least 11 "
+            "training rows: the largest window that fits is 7",
+        ),
     ],
     ids=["missing-column", "nan", "empty-cell", "text", "too-short"],
 )
@@ -89,7 +96,7 @@ def test_train_twice_writes_two_versions_and_evaluate_reads_them(tmp_path: Path)
     for expected in ("1", "2"):
         result = _run(tmp_path, "train", "--cell", "rnn", "--name", "s", *TINY, "--out", "repo")
         assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(f"repo/s/{expected}: streaming RMSE ")
+        assert result.stdout.startswith(f"repo/s/{expected}: rnn, window 10; split train 640, ")
     v1 = tmp_path / "repo" / "s" / "1"
     m1 = json.loads((v1 / "manifest.json").read_text())
     m2 = json.loads((tmp_path / "repo" / "s" / "2" / "manifest.json").read_text())
@@ -130,7 +137,10 @@ def test_compare_writes_models_and_report(tmp_path: Path) -> None:
         size = (report / png).stat().st_size
         assert 1_000 < size < 150_000
     assert "| t-gru/1 |" in summary
-    assert "report: rep/README.md; 2 models in" in result.stdout
+    assert "report: rep/README.md; 2 of 2 models written, total " in result.stdout
+    assert result.stdout.count("time: fit ") == 2
+    assert "| fit s | total s |" in summary
+    assert metrics["t-rnn/1"]["total_seconds"] >= metrics["t-rnn/1"]["fit_seconds"] > 0
 
 
 def test_help_explains_every_option(tmp_path: Path) -> None:
@@ -169,3 +179,215 @@ def test_cuda_without_a_gpu_exits_2_and_writes_nothing(tmp_path: Path) -> None:
         "seqcast train: error: device cuda requested but torch sees no CUDA device"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# The real series: no --window, so the default must adapt to 100 rows.
+NILE = ["--csv", "nile.csv", "--features", "volume", "--time-column", "year"]
+SMALL = ["--hidden-size", "4", "--epochs", "3", "--no-progress", "--out", "repo"]
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    return result
+
+
+def test_short_real_series_trains_with_defaults_and_a_test_start(
+    tmp_path: Path, nile_csv: Path
+) -> None:
+    shutil.copy(nile_csv, tmp_path / "nile.csv")
+    result = _run(tmp_path, "train", *NILE, "--test-start", "1951", *SMALL)
+    assert result.returncode == 0, result.stderr
+    m = _manifest(tmp_path / "repo" / "nile-lstm" / "1")
+    t = m["training"]
+    # 100 rows: test from 1951 (20), validation 20 % of the 80 before (16), training 64.
+    assert t["split"] == {
+        "train": 64,
+        "validation": 16,
+        "test": 20,
+        "time_column": "year",
+        "test_starts_at": "1951",
+    }
+    assert (m["window"], t["config"]["burn_in"], t["config"]["test_rows"]) == (21, 2, 20)
+    assert t["refit"]["rows"] == 80
+    assert t["refit"]["epochs"] == t["best_epoch"]
+    assert set(m["metrics"]["validation"]) == {"streaming", "windowed", "persistence"}
+    lines = result.stdout.splitlines()
+    assert lines[0] == "repo/nile-lstm/1: lstm, window 21; split train 64, validation 16, test 20"
+    assert lines[1].startswith("  validation streaming RMSE ")
+    assert lines[2].startswith("  test       streaming RMSE ")
+    # Original units: the figures are those of the manifest, in the series' own units.
+    rmse = m["metrics"]["test"]["streaming"]["rmse"]
+    assert f"streaming RMSE {rmse:.4g}," in lines[2]
+    assert rmse > 50  # the Nile's flow is in 10^8 m^3, hundreds to a thousand
+    assert "(volume, original units)" in lines[2]
+    assert f"refit on training + validation (80 rows) for {t['best_epoch']} epochs" in lines[3]
+
+
+def test_a_window_that_does_not_fit_names_the_largest_that_does(
+    tmp_path: Path, nile_csv: Path
+) -> None:
+    shutil.copy(nile_csv, tmp_path / "nile.csv")
+    result = _run(tmp_path, "train", *NILE, "--window", "90", *SMALL)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "seqcast train: error: nile.csv has 100 rows, split as train 64, validation 16, "
+        "test 20; window 90 needs at least 91 training rows: the largest window that fits is 63"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nile.csv"]
+    # The largest window then trains, and its burn-in follows from it without being asked.
+    result = _run(tmp_path, "train", *NILE, "--window", "63", "--no-refit", *SMALL)
+    assert result.returncode == 0, result.stderr
+    m = _manifest(tmp_path / "repo" / "nile-lstm" / "1")
+    assert (m["window"], m["training"]["config"]["burn_in"]) == (63, 6)
+    assert m["training"]["refit"] is None
+    assert "; no refit" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--patience", "0"], "patience must be at least 1, got 0 (--no-early-stopping"),
+        (["--patience", "-1"], "patience must be at least 1, got -1"),
+        (["--lr", "0.001", "--lr-min", "0.01"], "lr_min must be in [0, lr] = [0, 0.001], got 0.01"),
+        (["--test-rows", "0"], "test_rows must be at least 1, got 0"),
+        (["--csv", "x.csv", "--features", "v", "--test-start", "1951"], "needs --time-column"),
+        (["--test-rows", "5", "--csv", "x.csv", "--features", "v", "--time-column", "t",
+          "--test-start", "3"], "give --test-start or --test-rows, not both"),
+    ],
+    ids=["patience-0", "patience-negative", "lr-min-above-lr", "test-rows-0", "test-start-alone",
+         "test-start-and-rows"],
+)  # fmt: skip
+def test_misleading_options_exit_2_and_write_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _run(tmp_path, "train", *TINY, *args, "--out", "repo")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("seqcast train: error: ")
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_early_stopping_runs_every_epoch(tmp_path: Path) -> None:
+    args = ["--patience", "1", "--lr", "0.05", "--lr-min", "0.05", "--no-early-stopping"]
+    result = _run(tmp_path, "train", "--cell", "rnn", *TINY, "--epochs", "4", *args, "--out", "r")
+    assert result.returncode == 0, result.stderr
+    t = _manifest(tmp_path / "r" / "sine-rnn" / "1")["training"]
+    assert (t["epochs"], t["best_epoch"], t["refit"]["epochs"]) == (4, 4, 4)
+    assert t["config"]["early_stopping"] is False
+    assert "4 epochs, no early stopping" in result.stdout
+
+
+def test_evaluate_rescores_a_csv_model_in_original_units(tmp_path: Path, nile_csv: Path) -> None:
+    shutil.copy(nile_csv, tmp_path / "nile.csv")
+    result = _run(tmp_path, "train", *NILE, "--test-rows", "20", "--cell", "gru", *SMALL)
+    assert result.returncode == 0, result.stderr
+    model = tmp_path / "repo" / "nile-gru" / "1"
+    m = _manifest(model)
+
+    result = _run(tmp_path, "evaluate", str(model), "--csv", "nile.csv", "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["test_rows"] == {"count": 20, "first_line": 82, "last_line": 101}
+    for way, block in m["metrics"]["test"].items():  # ONNX reproduces the training figures
+        for metric, value in block.items():
+            assert got["test"][way][metric] == pytest.approx(value, rel=1e-5), (way, metric)
+    assert got["manifest_test"] == m["metrics"]["test"]
+
+    args = ["--csv", "nile.csv", "--time-column", "year", "--test-rows", "30"]
+    result = _run(tmp_path, "evaluate", str(model), *args)
+    assert result.returncode == 0, result.stderr
+    head, test, windowed = result.stdout.splitlines()
+    assert head == f"{model} on nile.csv: test = the last 30 of 100 rows (lines 72-101, 1941-1970)"
+    assert test.startswith("  test       streaming RMSE ")
+    assert test.endswith("(volume, original units)")
+    assert windowed.startswith("  windowed RMSE ")
+
+    result = _run(tmp_path, "evaluate", str(model), "--csv", "nile.csv", "--test-rows", "90")
+    assert result.returncode == 2
+    assert "windowed evaluation needs 21 (at most 79 test rows)" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def nile_model(tmp_path_factory: pytest.TempPathFactory, nile_csv: Path) -> Path:
+    """A quick model of the Nile series (one epoch), for evaluate's refusals."""
+    cwd = tmp_path_factory.mktemp("nile-model")
+    shutil.copy(nile_csv, cwd / "nile.csv")
+    result = _run(cwd, "train", *NILE, "--cell", "rnn", "--epochs", "1", *SMALL)
+    assert result.returncode == 0, result.stderr
+    return cwd / "repo" / "nile-rnn" / "1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "was trained on 'nile.csv', not on the synthetic series: give that data with --csv"),
+        (["--csv", "other.csv"], "column(s) 'volume' not in the header of other.csv"),
+        (["--csv", "nile.csv", "--noise-seed", "3"], "--noise-seed applies to the synthetic"),
+        (["--csv", "absent.csv"], "cannot read absent.csv"),
+    ],
+    ids=["no-csv", "other-columns", "noise-seed", "no-file"],
+)
+def test_evaluate_explains_what_it_needs(
+    tmp_path: Path, nile_csv: Path, nile_model: Path, args: list[str], message: str
+) -> None:
+    shutil.copy(nile_csv, tmp_path / "nile.csv")
+    (tmp_path / "other.csv").write_text("t,value\n" + _good_rows(50))
+    result = _run(tmp_path, "evaluate", str(nile_model), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("seqcast evaluate: error: ")
+    assert message in lines[0]
+
+
+def test_evaluate_refuses_a_model_whose_file_changed(tmp_path: Path, nile_model: Path) -> None:
+    copy = tmp_path / "m"
+    shutil.copytree(nile_model, copy)
+    (copy / "model.onnx").write_bytes(b"not the model")
+    result = _run(tmp_path, "evaluate", str(copy), "--csv", "nile.csv")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"seqcast evaluate: error: {copy}/model.onnx does not match the sha256 in its manifest"
+    )
+
+
+def test_compare_goes_on_after_a_failed_export_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deliberately wrong LSTM export: the real check refuses it, the other cells go on."""
+    import onnx
+    from onnx import numpy_helper
+
+    from training import onnx_export
+    from training.__main__ import main
+
+    real_export = onnx_export.export_onnx
+
+    def export(model: Any) -> bytes:
+        blob = real_export(model)
+        if model.cell != "lstm":
+            return blob
+        proto = onnx.load_from_string(blob)
+        init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).size > 1)
+        w = numpy_helper.to_array(init).copy()
+        w.flat[0] += 1e-3
+        init.CopyFrom(numpy_helper.from_array(w, init.name))
+        return proto.SerializeToString()
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export)
+    monkeypatch.chdir(tmp_path)
+    args = ["--name-prefix", "t", "--report-dir", "rep", "--out", "repo"]
+    status = main(["compare", *args, *TINY])
+    out = capsys.readouterr()
+    assert status == 8 + 2  # COMPARE_FAILED + the LSTM's bit
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["t-gru", "t-rnn"]
+    assert "seqcast compare: error: ONNX export check failed, t-lstm not written: " in out.err
+    assert "report: rep/README.md; 2 of 3 models written" in out.out
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert sorted(metrics) == ["failed", "t-gru/1", "t-rnn/1"]
+    assert "max abs error" in metrics["failed"]["t-lstm"]
+    readme = (tmp_path / "rep" / "README.md").read_text()
+    assert "## Not written: the ONNX export check failed" in readme
+    assert "- `t-lstm`: " in readme

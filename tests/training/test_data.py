@@ -11,8 +11,11 @@ from training.data import (
     DataError,
     Series,
     Split,
+    auto_burn_in,
+    auto_window,
+    check_split,
+    count_test_rows,
     load_csv,
-    min_rows,
     split_series,
     synthetic_sine,
 )
@@ -42,10 +45,46 @@ def test_split_is_chronological_with_test_last() -> None:
     assert (s.train_end, s.val_end, s.n_test) == (640, 800, 200)
 
 
-def test_min_rows_leaves_a_training_part_longer_than_the_window() -> None:
-    assert min_rows(10, 0.2, 0.2) == 17
-    assert split_series(17, 0.2, 0.2) == Split(train_end=11, val_end=14, rows=17)
-    assert split_series(16, 0.2, 0.2).train_end == 10  # one row short of window + 1
+def test_split_by_row_counts() -> None:
+    assert split_series(1000, 0.2, 0.2, test_rows=100) == Split(720, 900, 1000)
+    assert split_series(1000, 0.2, 0.2, test_rows=100, val_rows=50) == Split(850, 900, 1000)
+    assert split_series(1000, 0.2, 0.2, val_rows=50) == Split(750, 800, 1000)
+
+
+def test_check_split_needs_window_plus_one_training_rows() -> None:
+    check_split("d", split_series(17, 0.2, 0.2), 10)  # train 11 = window + 1
+    with pytest.raises(DataError) as info:
+        check_split("d", split_series(16, 0.2, 0.2), 10)
+    assert str(info.value) == (
+        "d has 16 rows, split as train 10, validation 3, test 3; window 10 needs at least 11 "
+        "training rows: the largest window that fits is 9"
+    )
+
+
+def test_the_yearly_series_of_the_issue_names_the_largest_window() -> None:
+    with pytest.raises(DataError, match="the largest window that fits is 197"):
+        check_split("years.csv", split_series(309, 0.2, 0.2), 200)
+
+
+@pytest.mark.parametrize(
+    ("rows", "test_rows", "val_rows"), [(100, 100, None), (100, 99, None), (100, 10, 89)]
+)
+def test_check_split_refuses_empty_parts(rows: int, test_rows: int, val_rows: int | None) -> None:
+    split = split_series(rows, 0.2, 0.2, test_rows, val_rows)
+    with pytest.raises(DataError, match="test and validation need at least 1 row each"):
+        check_split("d", split, 1)
+
+
+@pytest.mark.parametrize(
+    ("rows", "window"), [(1000, 200), (640, 136), (309, 66), (100, 21), (12, 2), (5, 1)]
+)
+def test_auto_window_adapts_to_the_data(rows: int, window: int) -> None:
+    split = split_series(rows, 0.2, 0.2)
+    assert auto_window(split) == window
+    if split.train_end >= 2:
+        check_split("d", split, auto_window(split))  # always fits
+    assert auto_burn_in(200) == 20
+    assert 0 <= auto_burn_in(window) < window
 
 
 def _csv(tmp_path: Path, text: str) -> Path:
@@ -104,3 +143,60 @@ def test_fill_is_explicit(tmp_path: Path, fill: str, expected: list[float]) -> N
 def test_ffill_cannot_fill_a_leading_gap(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="starts with a missing value"):
         load_csv(_csv(tmp_path, "a\n\n2\n"), ["a"], ["a"], fill="ffill")
+
+
+def _timed(tmp_path: Path, times: list[str]) -> Series:
+    text = "when,v\n" + "".join(f"{t},{i % 5}\n" for i, t in enumerate(times))
+    return load_csv(_csv(tmp_path, text), ["v"], ["v"], time_column="when")
+
+
+@pytest.mark.parametrize(
+    ("times", "start", "test_rows"),
+    [
+        ([str(y) for y in range(1871, 1971)], "1951", 20),
+        ([str(y) for y in range(1871, 1971)], "1950.5", 20),
+        ([f"{1950 + m // 12}-{m % 12 + 1:02d}" for m in range(36)], "1952-01", 12),
+        ([f"{1950 + m // 12}-{m % 12 + 1:02d}-01" for m in range(36)], "1951-12-15", 12),
+        (["2024-03-30T22:00", "2024-03-31T01:00", "2024-03-31T04:00"], "2024-03-31", 2),
+        (["2024-01-01T00:00+01:00", "2024-01-01T00:30+00:00"], "2023-12-31T23:15Z", 1),
+    ],
+    ids=["years", "between-years", "months", "dates", "hours", "time-zones"],
+)
+def test_test_start_counts_the_rows_from_it(
+    tmp_path: Path, times: list[str], start: str, test_rows: int
+) -> None:
+    series = _timed(tmp_path, times)
+    assert series.time_name == "when"
+    assert series.times == tuple(times)
+    assert count_test_rows(series, start) == test_rows
+
+
+@pytest.mark.parametrize(
+    ("times", "start", "message"),
+    [
+        (["1", "2", "3"], "2024-01-01", "--test-start '2024-01-01' is not a time like"),
+        (["1", "2", "3"], "4", "is after the last row"),
+        (["1", "2", "3"], "1", "is at or before the first row"),
+        (["2024-01-01", "2024-01-02"], "2024-01-02T00:00Z", "mix times with and without"),
+    ],
+)
+def test_test_start_outside_the_data_is_refused(
+    tmp_path: Path, times: list[str], start: str, message: str
+) -> None:
+    with pytest.raises(DataError, match=message):
+        count_test_rows(_timed(tmp_path, times), start)
+
+
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [
+        (["1", "3", "2"], "time column 'when' of .* is not increasing: '2' on line 4 follows '3'"),
+        (["1", "1", "2"], "is not increasing"),
+        (["1", "x", "2"], "has 'x' on line 3: expected a number or an ISO 8601 date/time"),
+        (["1", "2024-01-01"], "mixes numbers and dates"),
+        (["2024-01-01", "2024-01-02T00:00+00:00"], "mix times with and without a time zone"),
+    ],
+)
+def test_bad_time_column_is_refused(tmp_path: Path, times: list[str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        _timed(tmp_path, times)

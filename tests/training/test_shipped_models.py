@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from training.config import TrainConfig
+from training.config import legacy_config
 from training.data import synthetic_sine
 from training.generalization import evaluate_saved
 from training.pipeline import train
@@ -77,7 +77,8 @@ def test_retraining_reproduces_the_shipped_run(name: str) -> None:
     """Training again from the manifest's config retraces the shipped run and its metrics."""
     m = _manifest(name)
     report = json.loads((MODELS / name / "1" / "report" / "metrics.json").read_text())[name]
-    config = TrainConfig(**{**m["training"]["config"], "device": "cpu"})
+    # Their manifests predate refit and lr_epochs: legacy_config restores how they ran.
+    config = legacy_config({**m["training"]["config"], "device": "cpu"})
     series = synthetic_sine(m["training"]["dataset"]["noise_seed"])
     assert series.sha256 == m["training"]["dataset"]["sha256"]
     trained = train(series, config)
