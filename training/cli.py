@@ -525,7 +525,7 @@ def _evaluate_csv(args: argparse.Namespace) -> int:
     rows = result["test_rows"]
     span = f"lines {rows['first_line']}-{rows['last_line']}"
     if "first_time" in rows:
-        span += f", {rows['first_time']}-{rows['last_time']}"
+        span += f", {rows['first_time']} to {rows['last_time']}"
     print(
         f"{args.model} on {args.csv}: test = the last {rows['count']} of {series.rows} rows "
         f"({span})"

@@ -299,7 +299,7 @@ def test_evaluate_rescores_a_csv_model_in_original_units(tmp_path: Path, nile_cs
     result = _run(tmp_path, "evaluate", str(model), *args)
     assert result.returncode == 0, result.stderr
     head, test, windowed = result.stdout.splitlines()
-    assert head == f"{model} on nile.csv: test = the last 30 of 100 rows (lines 72-101, 1941-1970)"
+    assert head == f"{model} on nile.csv: test = the last 30 of 100 rows (lines 72-101, 1941 to 1970)"
     assert test.startswith("  test       streaming RMSE ")
     assert test.endswith("(volume, original units)")
     assert windowed.startswith("  windowed RMSE ")
