@@ -100,6 +100,10 @@ def auto_burn_in(window: int) -> int:
 
 def check_split(name: str, split: Split, window: int) -> None:
     """Refuse a split with an empty part, or whose training part cannot hold one window."""
+    if split.n_test >= split.rows or split.val_end <= 0:
+        raise DataError(
+            f"{name} has {split.rows} rows: a test part of {split.n_test} leaves none to train on"
+        )
     parts = f"train {split.train_end}, validation {split.n_val}, test {split.n_test}"
     if split.n_test < 1 or split.n_val < 1 or split.train_end < 2:
         raise DataError(

@@ -4,6 +4,7 @@ Each optimisation step scores a batch of `window`-long subsequences of the train
 ignoring the first `burn_in` steps of each (the state is still cold there). Validation runs
 the model once over the whole history, state carried, and scores the validation part: the
 same way the model is used when streaming, so early stopping picks what streaming rewards.
+`refit` then trains a fresh model on training + validation for the epochs validation chose.
 """
 
 from __future__ import annotations

@@ -299,10 +299,23 @@ def test_evaluate_rescores_a_csv_model_in_original_units(tmp_path: Path, nile_cs
     result = _run(tmp_path, "evaluate", str(model), *args)
     assert result.returncode == 0, result.stderr
     head, test, windowed = result.stdout.splitlines()
-    assert head == f"{model} on nile.csv: test = the last 30 of 100 rows (lines 72-101, 1941 to 1970)"
+    assert (
+        head == f"{model} on nile.csv: test = the last 30 of 100 rows (lines 72-101, 1941 to 1970)"
+    )
     assert test.startswith("  test       streaming RMSE ")
     assert test.endswith("(volume, original units)")
     assert windowed.startswith("  windowed RMSE ")
+
+    args = ["--csv", "nile.csv", "--time-column", "year", "--test-start", "1961", "--json"]
+    result = _run(tmp_path, "evaluate", str(model), *args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test_rows"] == {
+        "count": 10,
+        "first_line": 92,
+        "last_line": 101,
+        "first_time": "1961",
+        "last_time": "1970",
+    }
 
     result = _run(tmp_path, "evaluate", str(model), "--csv", "nile.csv", "--test-rows", "90")
     assert result.returncode == 2

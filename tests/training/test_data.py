@@ -67,12 +67,19 @@ def test_the_yearly_series_of_the_issue_names_the_largest_window() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "test_rows", "val_rows"), [(100, 100, None), (100, 99, None), (100, 10, 89)]
+    ("rows", "test_rows", "val_rows"), [(10, 1, 8), (100, 99, None), (100, 10, 89)]
 )
 def test_check_split_refuses_empty_parts(rows: int, test_rows: int, val_rows: int | None) -> None:
     split = split_series(rows, 0.2, 0.2, test_rows, val_rows)
     with pytest.raises(DataError, match="test and validation need at least 1 row each"):
         check_split("d", split, 1)
+
+
+@pytest.mark.parametrize("test_rows", [100, 120])
+def test_a_test_part_as_long_as_the_series_is_refused(test_rows: int) -> None:
+    with pytest.raises(DataError) as info:
+        check_split("d", split_series(100, 0.2, 0.2, test_rows), 1)
+    assert str(info.value) == f"d has 100 rows: a test part of {test_rows} leaves none to train on"
 
 
 @pytest.mark.parametrize(
