@@ -76,7 +76,8 @@ class _Source:
     """What a loaded (or failed) version was read from."""
 
     fingerprint: Fingerprint
-    manifest: bytes | None  # None for a failure
+    manifest: bytes | None  # the manifest of the load that serves (None: none serves)
+    failed: bool = False  # these files did not load
 
 
 @dataclass
@@ -231,7 +232,7 @@ class Reloader:
             # Nothing on disk changed since the last look: the same model and/or failure.
             if previous is not None:
                 next_.add(previous)
-            if source.manifest is None and key in old_failures:
+            if source.failed and key in old_failures:
                 next_.failures.append(old_failures[key])
             return
         try:
@@ -242,7 +243,8 @@ class Reloader:
                 return
             model = load_version(version_dir.path, self._providers, self._options, manifest)
         except ModelLoadError as exc:
-            self._sources[key] = _Source(fingerprint, None)
+            served_manifest = source.manifest if source is not None and previous else None
+            self._sources[key] = _Source(fingerprint, served_manifest, failed=True)
             failure = LoadFailure(key, str(exc), str(version_dir.path), at_start)
             self._record_failure(next_, failure, old_failures, serving=previous is not None)
             if previous is not None:
