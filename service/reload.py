@@ -187,8 +187,12 @@ class Reloader:
             for version, model in versions.items()
             if new.get(name, version) is None
         ]
+        # Forget what vanished (or is unloaded on request), so it reads afresh if it returns.
+        present = {v.key for v in found if v.name not in self._unloaded}
+        for key in [k for k in self._sources if only in (None, _name_of(k))]:
+            if key not in present:
+                del self._sources[key]
         for model in removed:
-            self._sources.pop(f"{model.name}/{model.version}", None)
             log.info("unloaded model %s version %d", model.name, model.version)
         changed = bool(next_.loaded or next_.reloaded or removed)
         if changed or new.failures != old.failures or self.generation == 0:
