@@ -21,11 +21,12 @@ from service.api.front_door import FrontDoor
 from service.api.openapi import OpenApiDocument
 from service.api.paths import STATIC_PREFIX
 from service.api.routes import BODY_ROUTES, api_router
+from service.api.routes.admin import admin_router
 from service.api.routes.docs import openapi_router
 from service.api.state import AppState, lifespan_state
 from service.providers import resolve_providers
 from service.redaction import install_log_context
-from service.repository import load_repository
+from service.reload import Reloader, reloading
 from service.runner import ModelRunner
 from service.sessions.factory import limits_of, make_session_manager
 from service.settings import Settings
@@ -47,23 +48,26 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
         # A provider that cannot be used stops start-up here, before anything is served.
         providers = resolve_providers(settings.providers)
         log.info("loading models from %s with providers %s", settings.model_dir, providers)
-        repository = load_repository(settings.model_dir, providers, session_options(settings))
-        if repository.failures:
-            log.warning(
-                "%d model version(s) failed to load; /readyz answers 503",
-                len(repository.failures),
-            )
+        reloader = Reloader(settings.model_dir, providers, session_options(settings))
         runner = ModelRunner(settings.inline_max_steps)
-        sessions = make_session_manager(settings, repository, runner)
-        state = AppState(settings, repository, runner, sessions, limits_of(settings))
-        # Everything built so far lives as long as the app: move it out of the garbage
-        # collector's generations, so collections under load walk only request objects.
-        gc.collect()
-        gc.freeze()
-        try:
-            yield lifespan_state(state)
-        finally:
-            await sessions.store.aclose()
+        # SIGHUP and polling re-scan from here on (service.reload).
+        async with reloading(reloader, runner, settings.reload_poll_s):
+            loaded = reloader.rescan(at_start=True)
+            if loaded.failures:
+                log.warning(
+                    "%d model version(s) failed to load; /readyz answers 503",
+                    len(loaded.failures),
+                )
+            sessions = make_session_manager(settings, reloader, runner)
+            state = AppState(settings, reloader, runner, sessions, limits_of(settings))
+            # Everything built so far lives as long as the app: move it out of the garbage
+            # collector's generations, so collections under load walk only request objects.
+            gc.collect()
+            gc.freeze()
+            try:
+                yield lifespan_state(state)
+            finally:
+                await sessions.store.aclose()
 
     return lifespan
 
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     install_log_context()
     # Bad key settings stop start-up here, with the entry at fault named.
     keys = load_keys(settings.api_keys.get_secret_value(), settings.api_keys_file)
+    admin = admin_router(settings, keys)  # None unless SEQCAST_ADMIN_KEYS names keys
     app = FastAPI(
         title="seqcast",
         version=__version__,
@@ -90,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    if admin is not None:
+        app.include_router(admin)
     add_body_routes(app.router, BODY_ROUTES)
     app.include_router(openapi_router(OpenApiDocument(app, settings, keys=keys.enabled)))
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")

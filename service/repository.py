@@ -1,7 +1,8 @@
 """The model repository: scan `<model_dir>/<name>/<version>/`, validate, load into ONNX Runtime.
 
 A version that fails any check is skipped with one log line naming its path and the
-reason; the others keep serving, and /readyz reports the failure.
+reason; the others keep serving, and /readyz reports the failure. A ModelRepository is
+one immutable snapshot of what serves; service.reload builds the next one on a re-scan.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -76,11 +77,33 @@ class LoadFailure:
     model: str  # "<name>/<version>" (or the bad directory name) under the model directory
     reason: str
     path: str  # the full path: for the operator's log only, never answered
+    # Found by the load at start-up (and not loaded since): such a failure keeps /readyz
+    # at 503; one that a later re-scan finds does not (docs/model-repository.md).
+    at_start: bool = False
+    # An earlier load of this version still serves (its files changed and no longer load).
+    serving: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
+class VersionDir:
+    """One `<name>/<version>` directory a scan found, with valid names."""
+
+    name: str
+    version: int
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
 class ModelRepository:
-    """Every loaded model version by name and version, plus what failed to load."""
+    """Every loaded model version by name and version, plus what failed to load.
+
+    A snapshot: built whole, then only read (a re-scan builds a new one), so a request
+    that took it sees one consistent set from start to end.
+    """
 
     models: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
     failures: list[LoadFailure] = field(default_factory=list)
@@ -95,49 +118,87 @@ class ModelRepository:
         return versions.get(version)
 
 
+class ModelLookup(Protocol):
+    """Finds a served model version: a snapshot, or a Reloader (whichever is current)."""
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel | None: ...
+
+
 def load_repository(
     model_dir: Path, providers: list[str], options: ort.SessionOptions
 ) -> ModelRepository:
     """Load every valid version under model_dir; record the rest as failures."""
     repo = ModelRepository()
+    found, failures = scan(model_dir)
+    for failure in failures:
+        _fail(repo, replace(failure, at_start=True))
+    for version_dir in found:
+        try:
+            model = load_version(version_dir.path, providers, options)
+        except ModelLoadError as exc:
+            _fail(repo, LoadFailure(version_dir.key, str(exc), str(version_dir.path), True))
+            continue
+        repo.models.setdefault(model.name, {})[model.version] = model
+        log_loaded(model)
+    return repo
+
+
+def scan(model_dir: Path) -> tuple[list[VersionDir], list[LoadFailure]]:
+    """The version directories under model_dir (sorted), and those misnamed; logs nothing."""
+    found: list[VersionDir] = []
+    failures: list[LoadFailure] = []
     if not model_dir.is_dir():
         log.warning("model repository %s does not exist or is not a directory", model_dir)
-        return repo
+        return found, failures
     for model_path in sorted(p for p in model_dir.iterdir() if p.is_dir()):
         if model_path.name.startswith("."):
             continue
         if not _NAME_RE.match(model_path.name):
-            _fail(repo, model_path, model_path.name, f"directory name must match {NAME_PATTERN}")
+            reason = f"directory name must match {NAME_PATTERN}"
+            failures.append(LoadFailure(model_path.name, reason, str(model_path)))
             continue
         for version_path in sorted(p for p in model_path.iterdir() if p.is_dir()):
             if version_path.name.startswith("."):
                 continue
-            try:
-                if not _VERSION_RE.match(version_path.name):
-                    raise ModelLoadError("version directory must be a positive integer")
-                model = load_version(version_path, providers, options)
-            except ModelLoadError as exc:
-                _fail(repo, version_path, f"{model_path.name}/{version_path.name}", str(exc))
+            key = f"{model_path.name}/{version_path.name}"
+            if not _VERSION_RE.match(version_path.name):
+                reason = "version directory must be a positive integer"
+                failures.append(LoadFailure(key, reason, str(version_path)))
                 continue
-            repo.models.setdefault(model.name, {})[model.version] = model
-            log.info(
-                "loaded model %s version %d from %s on %s",
-                model.name,
-                model.version,
-                version_path,
-                model.providers,
-            )
-    return repo
+            found.append(VersionDir(model_path.name, int(version_path.name), version_path))
+    return found, failures
 
 
-def _fail(repo: ModelRepository, path: Path, model: str, reason: str) -> None:
-    log.error("skipping model %s: %s", path, reason)
-    repo.failures.append(LoadFailure(model=model, reason=reason, path=str(path)))
+def log_loaded(model: LoadedModel) -> None:
+    log.info(
+        "loaded model %s version %d from %s on %s",
+        model.name,
+        model.version,
+        model.path,
+        model.providers,
+    )
 
 
-def load_version(path: Path, providers: list[str], options: ort.SessionOptions) -> LoadedModel:
-    """Validate and load one `<name>/<version>` directory, or raise ModelLoadError."""
-    manifest = read_manifest(path)
+def log_failure(failure: LoadFailure) -> None:
+    log.error("skipping model %s: %s", failure.path, failure.reason)
+
+
+def _fail(repo: ModelRepository, failure: LoadFailure) -> None:
+    log_failure(failure)
+    repo.failures.append(failure)
+
+
+def load_version(
+    path: Path,
+    providers: list[str],
+    options: ort.SessionOptions,
+    manifest_bytes: bytes | None = None,
+) -> LoadedModel:
+    """Validate and load one `<name>/<version>` directory, or raise ModelLoadError.
+
+    `manifest_bytes`: the manifest as already read by the caller (else it is read here).
+    """
+    manifest = read_manifest(path, manifest_bytes)
     model_bytes = _read_model_bytes(path / manifest.onnx.file, manifest.onnx.sha256)
     try:
         session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
@@ -162,13 +223,19 @@ def load_version(path: Path, providers: list[str], options: ort.SessionOptions) 
     return model
 
 
-def read_manifest(path: Path) -> Manifest:
-    manifest_path = path / "manifest.json"
+def read_manifest_bytes(path: Path) -> bytes:
     try:
-        raw = json.loads(manifest_path.read_bytes())
+        return (path / "manifest.json").read_bytes()
     except FileNotFoundError as exc:
         raise ModelLoadError("manifest.json is missing") from exc
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read manifest.json: {exc.strerror or exc}") from exc
+
+
+def read_manifest(path: Path, data: bytes | None = None) -> Manifest:
+    try:
+        raw = json.loads(read_manifest_bytes(path) if data is None else data)
+    except ValueError as exc:
         raise ModelLoadError(f"manifest.json is not valid JSON: {exc}") from exc
     try:
         manifest = Manifest.model_validate(raw)
@@ -185,6 +252,12 @@ def read_manifest(path: Path) -> Manifest:
             f"manifest version {manifest.version} disagrees with directory {path.name!r}"
         )
     return manifest
+
+
+def file_sha256(file: Path) -> str:
+    """The hex sha256 of a file's bytes; OSError when it cannot be read."""
+    with file.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _read_model_bytes(file: Path, sha256: str) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet
 
 from anyio.to_thread import run_sync
 
@@ -38,14 +38,25 @@ class ModelRunner:
     def __init__(self, inline_max_steps: int) -> None:
         self._inline_max_steps = inline_max_steps
         # One InferenceCore per loaded model version: it precomputes the scaling vectors.
+        # A core refers to its model, so an entry lives until `forget` drops it.
         self._cores: WeakKeyDictionary[LoadedModel, InferenceCore] = WeakKeyDictionary()
+        self._retired: WeakSet[LoadedModel] = WeakSet()  # versions a reload removed
         self._waiting: dict[LoadedModel, list[_Call]] = {}
 
     def core(self, model: LoadedModel) -> InferenceCore:
         core = self._cores.get(model)
         if core is None:
-            core = self._cores[model] = InferenceCore(model)
+            core = InferenceCore(model)
+            if model not in self._retired:
+                self._cores[model] = core
         return core
+
+    def forget(self, model: LoadedModel) -> None:
+        """Drop the core of a version a reload removed (call on the event loop), so the
+        version's memory goes once its last in-flight call ends; such calls still finish,
+        on a core of their own."""
+        self._retired.add(model)
+        self._cores.pop(model, None)
 
     async def run(
         self, model: LoadedModel, inputs: Sequence[SeriesInput], *, alone: bool = False

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from service.redaction import LOG_FORMAT, RedactingFormatter, install_log_context
 from service.settings import Settings
+from service.supervisor import forward_sighup_to_workers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def run(overrides: dict[str, object]) -> int:
         settings.port,
         settings.workers,
     )
+    if settings.workers > 1:
+        forward_sighup_to_workers()  # SIGHUP re-scans in every worker, not a restart
     uvicorn.run(
         "service.app:create_app",
         factory=True,

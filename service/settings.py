@@ -84,6 +84,27 @@ class Settings(BaseSettings):
     # Redis connections per service process; more concurrent steps wait for one.
     redis_max_connections: Annotated[int, Field(ge=1)] = 64
 
+    # Reloading the model repository without a restart (docs/model-repository.md).
+    # Names of keys in SEQCAST_API_KEYS that may call the /admin endpoints, comma-separated;
+    # empty: the /admin endpoints are not served (404).
+    admin_keys: str = ""
+    # Seconds between re-scans of model_dir by every worker; 0: re-scan only on SIGHUP or
+    # POST /admin/reload.
+    reload_poll_s: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _admin_key_names(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        for name in names:
+            if not re.match(r"^[A-Za-z0-9._-]{1,64}$", name):
+                raise ValueError(f"admin_keys: {name!r} is not a key name")
+        return ",".join(names)
+
+    @property
+    def admin_key_names(self) -> frozenset[str]:
+        return frozenset(n for n in self.admin_keys.split(",") if n)
+
     @field_validator("providers")
     @classmethod
     def _providers_well_formed(cls, value: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,21 +58,22 @@ _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]  # eith
 class OpenApiDocument:
     """One app's document, built on first use and kept while the same repository serves.
 
-    The repository is fixed for an app's life today; a reload that swaps it gets a new
-    document on the next request, and `drop` forgets the one kept.
+    A reload that swaps the repository snapshot gets a new document on the next request;
+    the snapshot is held weakly, so a replaced one (and its models) is not kept alive here.
+    `drop` forgets the document kept.
     """
 
     def __init__(self, app: FastAPI, settings: Settings, *, keys: bool) -> None:
         self._app = app
         self._settings = settings
         self._keys = keys  # API keys are on
-        self._repository: ModelRepository | None = None
+        self._repository: weakref.ref[ModelRepository] | None = None
         self._encoded: dict[str, bytes] = {}  # root path -> the document as JSON
 
     def json(self, repository: ModelRepository, root_path: str = "") -> bytes:
-        if repository is not self._repository:
+        if self._repository is None or self._repository() is not repository:
             self.drop()
-            self._repository = repository
+            self._repository = weakref.ref(repository)
         encoded = self._encoded.get(root_path)
         if encoded is None:
             document = build_document(self._app, self._settings, repository, keys=self._keys)

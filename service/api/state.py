@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from service.api.errors import ApiError
 from service.inputs import Limits, shown
+from service.reload import Reloader
 from service.repository import LoadedModel, ModelRepository
 from service.runner import ModelRunner
 from service.sessions.manager import SessionManager
@@ -25,27 +26,36 @@ class AppState:
     """Everything routes use, built once per app by the lifespan."""
 
     settings: Settings
-    repository: ModelRepository
+    reloader: Reloader  # holds the repository snapshot; a reload swaps it (service.reload)
     runner: ModelRunner
     sessions: SessionManager
     limits: Limits
 
+    @property
+    def repository(self) -> ModelRepository:
+        """The current snapshot: read it once per request and use that one throughout."""
+        return self.reloader.repository
+
     def find_model(self, name: str, version: int | None = None) -> LoadedModel:
         """The model version asked for, or a 404 that says which part is unknown."""
-        model = self.repository.get(name, version)
-        if model is not None:
-            return model
-        if name not in self.repository.models:
-            raise ApiError(
-                404, "model_not_found", f"model {shown(name)!r} is not served here", "name"
-            )
-        served = sorted(self.repository.models[name])
-        raise ApiError(
-            404,
-            "version_not_found",
-            f"model {name!r} has no version {version}; served versions: {served}",
-            "version",
-        )
+        return find_in(self.reloader.repository, name, version)
+
+
+def find_in(repository: ModelRepository, name: str, version: int | None = None) -> LoadedModel:
+    """The model version asked for in this snapshot, or a 404 that says which part is
+    unknown."""
+    model = repository.get(name, version)
+    if model is not None:
+        return model
+    if name not in repository.models:
+        raise ApiError(404, "model_not_found", f"model {shown(name)!r} is not served here", "name")
+    served = sorted(repository.models[name])
+    raise ApiError(
+        404,
+        "version_not_found",
+        f"model {name!r} has no version {version}; served versions: {served}",
+        "version",
+    )
 
 
 def lifespan_state(state: AppState) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from service.inputs import Limits
 from service.redaction import add_secret, redact
-from service.repository import ModelRepository
+from service.repository import ModelLookup
 from service.runner import ModelRunner
 from service.sessions.manager import SessionManager
 from service.sessions.memory import MemoryStore
@@ -56,7 +56,7 @@ RECENT_RECORDS = 10_000
 
 
 def make_session_manager(
-    settings: Settings, repository: ModelRepository, runner: ModelRunner
+    settings: Settings, repository: ModelLookup, runner: ModelRunner
 ) -> SessionManager:
     store = make_store(settings)
     quota = OwnerQuota(

@@ -26,7 +26,7 @@ import numpy as np
 from service.inference import SeriesInput, SeriesOutput
 from service.inputs import Limits, check_horizon, values_array
 from service.redaction import session_tag
-from service.repository import LoadedModel, ModelRepository
+from service.repository import LoadedModel, ModelLookup
 from service.sessions.record import (
     AppliedStep,
     SessionRecord,
@@ -95,7 +95,7 @@ class SessionManager:
     def __init__(
         self,
         store: SessionStore,
-        repository: ModelRepository,
+        repository: ModelLookup,  # the reloader: sessions follow reloads
         run: Run,
         limits: Limits,
         quota: OwnerQuota,

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from service.api.encoding import OrjsonResponse
 from service.api.state import StateDep
+from service.repository import LoadFailure
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +24,17 @@ async def healthz() -> OrjsonResponse:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "a model version failed to load, or the store is down"}},
+    responses={
+        503: {
+            "description": "a model version failed to load at start-up, no model is served, "
+            "or the session store is down"
+        }
+    },
 )
 async def readyz(state: StateDep) -> OrjsonResponse:
-    """Ready: 200 when every discovered model version loaded and the session store answers."""
-    repository = state.repository
+    """Ready: 200 when every version found at start-up loaded (or loads since), some model
+    is served and the session store answers; a version that breaks later is listed only."""
+    repository = state.repository  # one snapshot for the whole answer
     store_ok = True
     if state.settings.ready_needs_store:
         store_ok = await state.sessions.store.ping()
@@ -36,16 +43,32 @@ async def readyz(state: StateDep) -> OrjsonResponse:
         "status": "ready",
         "models": sorted(loaded),
         # Names and reasons only: file paths are for the operator's log, not for clients.
-        "failures": [{"model": f.model, "reason": f.reason} for f in repository.failures],
+        "failures": [failure_json(f) for f in repository.failures],
         "session_store": (
             ("ok" if store_ok else "unreachable")
             if state.settings.ready_needs_store
             else "not checked"
         ),
     }
-    if repository.failures or not loaded or not store_ok:
+    # A version broken at start-up is a bad deploy: keep this replica out of rotation. One
+    # that a re-scan finds broken must not take every replica out at once: it is listed.
+    blocking = any(f.at_start for f in repository.failures)
+    if blocking or not loaded or not store_ok:
         body["status"] = "not_ready"
         if not loaded and not repository.failures:
             body["failures"] = [{"model": None, "reason": "the model repository holds no models"}]
         return OrjsonResponse(body, status_code=503)
     return OrjsonResponse(body)
+
+
+def failure_json(failure: LoadFailure) -> dict[str, Any]:
+    """A load failure as clients see it: never its path."""
+    return {
+        "model": failure.model,
+        "reason": failure.reason,
+        # "start-up": found by the load at start (/readyz answers 503 until it loads);
+        # "reload": found by a later re-scan (listed, readiness unchanged).
+        "found": "start-up" if failure.at_start else "reload",
+        # An earlier load of this version still serves.
+        "serving": failure.serving,
+    }

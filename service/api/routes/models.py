@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from service.api.encoding import OrjsonResponse
 from service.api.schemas import ErrorResponse, ModelInfo, ModelList, VersionInfo
-from service.api.state import StateDep
+from service.api.state import StateDep, find_in
 from service.repository import LoadedModel, ModelRepository
 from service.settings import Settings
 
@@ -50,17 +50,17 @@ def model_info(repository: ModelRepository, name: str, settings: Settings) -> di
 @router.get("", response_model=ModelList)
 async def list_models(state: StateDep) -> OrjsonResponse:
     """Every served model with its versions and the metadata of its default version."""
-    names = sorted(state.repository.models)
-    return OrjsonResponse(
-        {"models": [model_info(state.repository, n, state.settings) for n in names]}
-    )
+    repository = state.repository  # one snapshot for the whole answer
+    names = sorted(repository.models)
+    return OrjsonResponse({"models": [model_info(repository, n, state.settings) for n in names]})
 
 
 @router.get("/{name}", response_model=ModelInfo, responses=_NOT_FOUND)
 async def get_model(name: str, state: StateDep) -> OrjsonResponse:
     """One model: its versions and the metadata of its default (highest) version."""
-    state.find_model(name)
-    return OrjsonResponse(model_info(state.repository, name, state.settings))
+    repository = state.repository  # one snapshot for the whole answer
+    find_in(repository, name)  # or the 404
+    return OrjsonResponse(model_info(repository, name, state.settings))
 
 
 @router.get("/{name}/versions/{version}", response_model=VersionInfo, responses=_NOT_FOUND)
