@@ -70,22 +70,23 @@ return {0, 0}
 """
 )
 
-# KEYS: session, owner set. ARGV[1] expected offset, [2] TTL ms, [3] session id,
-# [4..] field, value, ... Offsets are always written as str(int), so comparing the
-# strings compares the numbers.
+# KEYS: session, owner set. ARGV[1] expected offset, [2] expected write token, [3] TTL
+# ms, [4] session id, [5..] field, value, ... Offsets are always written as str(int),
+# so comparing the strings compares the numbers. A record written before write tokens
+# existed has none: it matches the empty token it is read with.
 _ADVANCE_LUA = (
     _WRITES
     + """
-local current = redis.call('HGET', KEYS[1], 'offset')
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local current = redis.call('HMGET', KEYS[1], 'offset', 'token')
+if not current[1] then return -1 end
+if current[1] ~= ARGV[1] or (current[2] or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
     + _NOW
     + """
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 )
@@ -106,24 +107,33 @@ return 1
 _T = TypeVar("_T")
 
 
-def _fields(record: SessionRecord) -> dict[str, bytes | str]:
-    # Every field is always written (b"" for absent), so an advance replaces them all.
+def _step_args(record: SessionRecord) -> list[Any]:
+    """Field, value, ... of what a step changes; every one is always written (b"" for
+    absent), so an advance replaces them all."""
     last = record.last_step
-    return {
-        "model": record.model,
-        "version": str(record.version),
-        "offset": str(record.offset),
-        "owner": record.owner,
-        "h": record.h,
-        "c": record.c or b"",
-        "created_at": repr(record.created_at),
-        "updated_at": repr(record.updated_at),
-        "last_offset": str(last.offset) if last else "",
-        "last_digest": last.digest if last else "",
-        "last_answer": (last.answer or b"") if last else b"",
-        "last_h": (last.h_before or b"") if last else b"",
-        "last_c": (last.c_before or b"") if last else b"",
-    }
+    return [
+        "offset", str(record.offset),
+        "token", record.token,
+        "h", record.h,
+        "c", record.c or b"",
+        "updated_at", repr(record.updated_at),
+        "last_offset", str(last.offset) if last else "",
+        "last_digest", last.digest if last else "",
+        "last_answer", (last.answer or b"") if last else b"",
+        "last_h", (last.h_before or b"") if last else b"",
+        "last_c", (last.c_before or b"") if last else b"",
+    ]  # fmt: skip
+
+
+def _create_args(record: SessionRecord) -> list[Any]:
+    """Field, value, ... of a new session: what never changes, then what steps change."""
+    fixed = [
+        "model", record.model,
+        "version", str(record.version),
+        "owner", record.owner,
+        "created_at", repr(record.created_at),
+    ]  # fmt: skip
+    return fixed + _step_args(record)
 
 
 def _record(session_id: str, raw: dict[bytes, bytes]) -> SessionRecord:
@@ -147,14 +157,8 @@ def _record(session_id: str, raw: dict[bytes, bytes]) -> SessionRecord:
         updated_at=float(raw[b"updated_at"]),
         last_step=last,
         owner=raw.get(b"owner", b"").decode(),
+        token=raw.get(b"token", b"").decode(),
     )
-
-
-def _args(fields: dict[str, bytes | str]) -> list[Any]:
-    args: list[Any] = []
-    for name, value in fields.items():
-        args += [name, value]
-    return args
 
 
 class RedisStore:
@@ -217,7 +221,7 @@ class RedisStore:
     async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
         keys = [KEY_PREFIX + record.id, OWNER_PREFIX + record.owner, RATE_PREFIX + record.owner]
         args: list[Any] = [self._ttl_ms, quota.max_live, quota.rate, quota.burst, record.id]
-        args += _args(_fields(record))
+        args += _create_args(record)
 
         async def op() -> list[int]:
             result: list[int] = await self._create(keys=keys, args=args)
@@ -267,10 +271,10 @@ class RedisStore:
 
         return await self._call("count", op)
 
-    async def compare_and_advance(self, expected_offset: int, record: SessionRecord) -> Advance:
+    async def compare_and_advance(self, expected: SessionRecord, record: SessionRecord) -> Advance:
         keys = [KEY_PREFIX + record.id, OWNER_PREFIX + record.owner]
-        args: list[Any] = [str(expected_offset), self._ttl_ms, record.id]
-        args += _args(_fields(record))
+        args: list[Any] = [str(expected.offset), expected.token, self._ttl_ms, record.id]
+        args += _step_args(record)
 
         async def op() -> int:
             result: int = await self._advance(keys=keys, args=args)
