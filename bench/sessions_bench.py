@@ -23,13 +23,15 @@ rounds), server CPU per request, wrk's CPU share of its core (near 1.0 would
 mean the generator, not the server, limited the rate), Redis CPU per step, and
 session steps/s divided by predict req/s.
 
-    .venv/bin/python -m bench.sessions_bench                    # as in docs (~2 minutes)
+    .venv/bin/python -m bench.sessions_bench --sched nice       # as in docs (~3 minutes)
+    .venv/bin/python -m bench.sessions_bench --against main --stores redis   # a change
     .venv/bin/python -m bench.sessions_bench --duration 3 --rounds 1   # quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -46,6 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
+from bench.predict_bench import SCHED
+
+# Put before the server, wrk and redis-server: see SCHED and --sched.
+PREFIX: list[str] = []
 
 SERVER_CPU, LOAD_CPU = "0", "1"
 
@@ -141,7 +147,8 @@ def start_redis(workdir: Path, stack: ExitStack, persistence: str) -> str:
     data.mkdir()
     durable = ["--appendonly", "yes", "--appendfsync", "everysec"]
     argv = [
-        "taskset", "-c", LOAD_CPU, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        *PREFIX, "taskset", "-c", LOAD_CPU, "redis-server",
+        "--port", str(port), "--bind", "127.0.0.1",
         "--save", "", *(durable if persistence == "aof" else ["--appendonly", "no"]),
         "--maxmemory", "512mb", "--maxmemory-policy", "noeviction",
         "--dir", str(data), "--logfile", str(data / "redis.log"),
@@ -175,10 +182,12 @@ def redis_cpu_seconds(url: str) -> float:
 
 
 def start_server(
-    repo: Path, store: str, redis_url: str | None, stack: ExitStack
+    repo: Path, store: str, redis_url: str | None, stack: ExitStack, source: Path = ROOT
 ) -> tuple[str, int]:
+    """`source`: the checkout whose `service` package runs (an earlier commit for --against)."""
     port = free_port()
     env = dict(os.environ, SEQCAST_MODEL_DIR=str(repo), SEQCAST_SESSION_STORE=store)
+    env["PYTHONPATH"] = str(source)
     env["SEQCAST_ACCESS_LOG"] = "false"
     # The bench creates its sessions at once: no create-rate quota in the way.
     env["SEQCAST_SESSION_QUOTA_BURST"] = "1000000"
@@ -186,11 +195,12 @@ def start_server(
     if redis_url:
         env["SEQCAST_REDIS_URL"] = redis_url
     argv = [
-        "taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", "service.app:create_app",
+        *PREFIX, "taskset", "-c", SERVER_CPU,
+        sys.executable, "-m", "uvicorn", "service.app:create_app",
         "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    proc = subprocess.Popen(argv, cwd=source, env=env)
     stack.callback(stop, proc)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -231,7 +241,7 @@ def wrk(
 ) -> dict[str, Any]:
     """One wrk run; requests/s, latency, and server, wrk (and Redis) CPU."""
     cmd = [
-        "taskset", "-c", LOAD_CPU, "wrk", f"-t{args.threads}", f"-c{args.connections}",
+        *PREFIX, "taskset", "-c", LOAD_CPU, "wrk", f"-t{args.threads}", f"-c{args.connections}",
         f"-d{args.duration}s", "--timeout", "5s", "-s", str(lua), url + path,
     ]  # fmt: skip
     cpu_before = cpu_seconds(pid)
@@ -271,8 +281,16 @@ def main() -> int:
         "--redis-persistence", choices=["aof", "none"], default="aof",
         help="aof: appendonly yes, appendfsync everysec (docker-compose.yml)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sched", choices=sorted(SCHED), default="none",
+        help="scheduling of server, wrk and Redis (bench/predict_bench.py: SCHED)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against", metavar="REV", help="also run each store on seqcast as of this git commit"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    PREFIX[:] = SCHED[args.sched]
     if args.sessions < args.connections:
         parser.error("--sessions must be at least --connections (one step in flight each)")
     if "redis" in args.stores and shutil.which("redis-server") is None:
@@ -287,13 +305,27 @@ def main() -> int:
         predict_lua, sessions_lua = workdir / "predict.lua", workdir / "sessions.lua"
         predict_lua.write_text(_PREDICT_LUA)
         sessions_lua.write_text(_SESSIONS_LUA)
+        sources = [("", ROOT)]
+        if args.against:
+            before = workdir / "before"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.against],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            stack.callback(
+                subprocess.run,
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
+                check=False,
+            )
+            sources.append((f" @ {args.against}", before))
         servers: dict[str, dict[str, Any]] = {}
-        for store in args.stores:
+        for (suffix, source), store in itertools.product(sources, args.stores):
+            label = store + suffix
             redis_url = (
                 start_redis(workdir, stack, args.redis_persistence) if store == "redis" else None
             )
-            url, pid = start_server(repo, store, redis_url, stack)
-            body = workdir / f"predict-{store}.json"
+            url, pid = start_server(repo, store, redis_url, stack, source)
+            body = workdir / f"predict-{len(servers)}.json"
             body.write_bytes(predict_body(url, name, args.values))
             ids = [
                 call(f"{url}/v1/models/{name}/sessions")["session"] for _ in range(args.sessions)
@@ -301,7 +333,7 @@ def main() -> int:
             env = {"BENCH_BODY_FILE": str(body), "BENCH_VALUES": str(args.values)}
             if redis_url:
                 env["REDIS_URL"] = redis_url
-            servers[store] = {"url": url, "pid": pid, "ids": ids, "env": env}
+            servers[label] = {"url": url, "pid": pid, "ids": ids, "env": env, "n": len(servers)}
 
         def run(store: str, kind: str, seconds: int) -> dict[str, Any]:
             s = servers[store]
@@ -311,7 +343,7 @@ def main() -> int:
                     argparse.Namespace(**{**vars(args), "duration": seconds}),
                 )  # fmt: skip
             before = offsets(s["url"], s["ids"])
-            file = workdir / f"sessions-{store}.txt"
+            file = workdir / f"sessions-{s['n']}.txt"
             file.write_text("".join(f"{i} {o}\n" for i, o in zip(s["ids"], before, strict=True)))
             r = wrk(
                 s["url"], s["pid"], "/", sessions_lua,
@@ -347,7 +379,7 @@ def main() -> int:
                         else ""
                     )
                     print(
-                        f"{store:<6} {kind:<7} {r['rps']:7.0f} req/s  "
+                        f"{store:<16} {kind:<7} {r['rps']:7.0f} req/s  "
                         f"p50 {r['p50_us'] / 1000:6.2f} ms  p99 {r['p99_us'] / 1000:6.2f} ms  "
                         f"server {r['cpu_us_per_request']:4.0f} us/req  "
                         f"wrk CPU {r['generator_cpu_share']:.2f}{redis}",
@@ -360,7 +392,7 @@ def main() -> int:
     print(
         f"model {name}; {args.connections} connections, {args.sessions} sessions, "
         f"{args.values} value(s) per request, {args.rounds} x {args.duration} s per kind; "
-        f"Redis persistence {args.redis_persistence}; load average "
+        f"Redis persistence {args.redis_persistence}; --sched {args.sched}; load average "
         f"{results['load_before']:.2f} before, {results['load_after']:.2f} after"
     )
     print(
