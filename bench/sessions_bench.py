@@ -167,17 +167,22 @@ def start_redis(workdir: Path, stack: ExitStack, persistence: str) -> str:
     raise RuntimeError("redis-server did not start")
 
 
-def redis_cpu_seconds(url: str) -> float:
-    """Redis's own CPU time so far (INFO cpu), over a raw socket (no client needed here)."""
+def redis_info(url: str, section: str) -> dict[str, str]:
+    """One INFO section, over a raw socket (no client needed here)."""
     host, port = url.split("//")[1].split("/")[0].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"INFO cpu\r\n")
+        s.sendall(f"INFO {section}\r\n".encode())
         data = b""
         while b"\r\n" not in data or len(data.partition(b"\r\n")[2]) < int(
             data[1 : data.index(b"\r\n")]
         ):
             data += s.recv(65536)
-    info = dict(line.split(":", 1) for line in data.decode().splitlines() if ":" in line)
+    return dict(line.split(":", 1) for line in data.decode().splitlines() if ":" in line)
+
+
+def redis_cpu_seconds(url: str) -> float:
+    """Redis's own CPU time so far."""
+    info = redis_info(url, "cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
@@ -327,13 +332,16 @@ def main() -> int:
             url, pid = start_server(repo, store, redis_url, stack, source)
             body = workdir / f"predict-{len(servers)}.json"
             body.write_bytes(predict_body(url, name, args.values))
+            empty = int(redis_info(redis_url, "memory")["used_memory"]) if redis_url else 0
             ids = [
                 call(f"{url}/v1/models/{name}/sessions")["session"] for _ in range(args.sessions)
             ]
             env = {"BENCH_BODY_FILE": str(body), "BENCH_VALUES": str(args.values)}
             if redis_url:
                 env["REDIS_URL"] = redis_url
-            servers[label] = {"url": url, "pid": pid, "ids": ids, "env": env, "n": len(servers)}
+            servers[label] = {
+                "url": url, "pid": pid, "ids": ids, "env": env, "n": len(servers), "empty": empty,
+            }  # fmt: skip
 
         def run(store: str, kind: str, seconds: int) -> dict[str, Any]:
             s = servers[store]
@@ -386,6 +394,14 @@ def main() -> int:
                         flush=True,
                     )
         results["runs"] = runs
+        # What Redis holds per session once every session has stepped: its hash, its
+        # expiry, its entry in the owner's set (docker-compose.yml's sizing).
+        results["redis_bytes_per_session"] = {
+            label: (int(redis_info(s["env"]["REDIS_URL"], "memory")["used_memory"]) - s["empty"])
+            / len(s["ids"])
+            for label, s in servers.items()
+            if "REDIS_URL" in s["env"]
+        }
     results["load_after"] = os.getloadavg()[0]
 
     print()
@@ -418,6 +434,8 @@ def main() -> int:
                 f"| {store} | {label} | {mean[kind]:.0f} | {p50:.2f} | {p99:.2f} | {cpu:.0f} "
                 f"| {share:.2f} | {redis} | {ratio} |"
             )
+    for label, size in results["redis_bytes_per_session"].items():
+        print(f"{label}: Redis used_memory {size:,.0f} bytes per session")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
