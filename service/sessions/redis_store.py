@@ -2,9 +2,10 @@
 
 A session is one hash, ``seqcast:session:<id>``, whose key expires after the
 idle TTL (PEXPIRE, refreshed by every applied step). The recurrent state is
-stored as raw float32 bytes. Compare-and-advance is a Lua script, so the offset
-check and the write are one atomic operation on the server whichever replica
-sends it.
+stored as raw float32 bytes. Compare-and-advance is a Lua script, so the check
+of the offset and write token and the write are one atomic operation on the
+server whichever replica sends it; the steps that reach it together share one
+script call.
 """
 
 from __future__ import annotations
@@ -210,9 +211,9 @@ class RedisStore:
     """Sessions in Redis over a few pooled connections, commands packed by hiredis.
 
     Commands go straight to a connection: packed in C (hiredis.pack_command), sent,
-    and the reply read by hiredis's parser. redis-py's command layer (its pool's
-    bookkeeping, retry wrapper and Python packer) cost about as much CPU per step as
-    the rest of the request together (docs/benchmarks.md, Sessions).
+    and the reply read by hiredis's parser. Through redis-py's command layer (its
+    pool's bookkeeping, retry wrapper and Python packer) a compare-and-advance cost
+    this process twice the CPU (bench/redis_store_bench.py; docs/benchmarks.md).
     """
 
     kind = "redis"
@@ -258,7 +259,7 @@ class RedisStore:
         return self._pool.connection_class(**self._pool.connection_kwargs)
 
     async def _send(self, packed: bytes) -> Any:
-        """One command's reply; a connection that breaks is replaced once."""
+        """One command's reply; a connection that breaks is dialled again, once."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else self._connect()
             for attempt in (1, 2):
