@@ -1,26 +1,40 @@
-"""Session steps under load: many concurrent sessions, each stepped in turn, memory vs Redis.
+"""Session steps against predict with state, on the same server in the same run: memory and Redis.
 
-For each store, a real uvicorn server (one worker, uvloop + httptools, no access
-log) runs on loopback pinned to CPU 0; the asyncio load generator (aiohttp) and,
-for the Redis store, a redis-server (no persistence) run pinned to CPU 1. The
-generator creates ``--sessions`` sessions, then steps all of them at once: each
-session sends ``--steps`` observe requests one after another (one value,
-horizon 1, the offset it expects), so ``--sessions`` requests are in flight at
-any time. It reports steps per second over the stepping phase, p50 / p99 step
-latency, the server's resident memory before and after, and checks that every
-session ends at offset ``--steps`` with no error.
+For each store a real uvicorn server (one worker, uvloop + httptools, no access
+log) runs on loopback pinned to CPU 0; wrk and, for the Redis store, a
+redis-server configured as in docker-compose.yml (AOF, ``appendfsync
+everysec``) run pinned to CPU 1. Both servers start first; then every round
+runs, on each server in turn, wrk with predict requests (one series of
+``--values`` values with a state, the new state returned) and wrk stepping
+sessions (``--values`` values per observe, horizon 1), ``--connections``
+connections each.
 
-    .venv/bin/python -m bench.sessions_bench                          # ~1 minute
-    .venv/bin/python -m bench.sessions_bench --sessions 100 --steps 5  # quick look
+The session load is a per-thread wrk Lua script: the thread holds the sessions
+it was given, each with the offset it stands at, in a queue; every request
+takes the session at the head, sends the step at its offset and remembers it;
+the answer names the session and its new offset, which must be the one sent
+plus ``--values``, and puts it back at the tail. So each session has one step in
+flight at a time, always at a known offset. After each run the bench reads every
+session back and checks that the offsets moved by exactly what wrk saw
+answered (plus at most one unanswered step per connection at the end).
+
+Reported per server: requests/s (mean over rounds), p50 and p99 (median over
+rounds), server CPU per request, wrk's CPU share of its core (near 1.0 would
+mean the generator, not the server, limited the rate), Redis CPU per step, and
+session steps/s divided by predict req/s.
+
+    .venv/bin/python -m bench.sessions_bench --sched nice       # as in docs (~3 minutes)
+    .venv/bin/python -m bench.sessions_bench --against main --stores redis   # a change
+    .venv/bin/python -m bench.sessions_bench --duration 3 --rounds 1   # quick look
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import itertools
 import json
 import os
-import random
+import resource
 import shutil
 import socket
 import statistics
@@ -28,25 +42,117 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
+from bench.predict_bench import SCHED
+
+# Put before the server, wrk and redis-server: see SCHED and --sched.
+PREFIX: list[str] = []
 
 SERVER_CPU, LOAD_CPU = "0", "1"
-PHASE_TIMEOUT_S = 300  # a run that takes longer than this is abandoned
+
+# Shared by both wrk scripts: one JSON line with wrk's summary and latency percentiles,
+# plus what the session threads counted (zero for predict).
+_DONE = """
+local threads = {}
+function setup(thread)
+  thread:set("index", #threads)
+  table.insert(threads, thread)
+end
+done = function(summary, latency, requests)
+  local ok, bad = 0, 0
+  for _, t in ipairs(threads) do
+    ok = ok + (t:get("ok") or 0)
+    bad = bad + (t:get("bad") or 0)
+  end
+  io.write(string.format('BENCH {"requests": %d, "errors": %d, "non2xx": %d, '
+    .. '"seconds": %.3f, "p50_us": %d, "p99_us": %d, "answered": %d, "wrong": %d}\\n',
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, summary.errors.status, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), ok, bad))
+end
+"""
+
+_PREDICT_LUA = (
+    """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BENCH_BODY_FILE")):read("*a")
+"""
+    + _DONE
+)
+
+# The sessions file has one "id offset" line per session; thread i of n takes lines
+# i, i + n, ... Values cycle through a short fixed list, so bodies differ by step.
+_SESSIONS_LUA = (
+    """
+local queue, head, tail = {}, 1, 0
+local sent = {}
+local step_values = tonumber(os.getenv("BENCH_VALUES"))
+local headers = {["Content-Type"] = "application/json"}
+ok, bad = 0, 0
+
+function init(args)
+  local threads = tonumber(os.getenv("BENCH_THREADS"))
+  local n = 0
+  for line in io.lines(os.getenv("BENCH_SESSIONS_FILE")) do
+    if n % threads == index then
+      local id, offset = line:match("^(%S+) (%d+)$")
+      tail = tail + 1
+      queue[tail] = {id, tonumber(offset)}
+    end
+    n = n + 1
+  end
+end
+
+function request()
+  local s = queue[head]
+  queue[head] = nil
+  head = head + 1
+  sent[s[1]] = s[2]
+  local parts = {}
+  for k = 1, step_values do
+    parts[k] = string.format("%.2f", ((s[2] + k) % 20) / 10 - 1)
+  end
+  local body = '{"values":[' .. table.concat(parts, ",") .. '],"offset":' .. s[2] .. '}'
+  return wrk.format("POST", "/v1/sessions/" .. s[1] .. "/observe", headers, body)
+end
+
+function response(status, hdrs, body)
+  local id = body:match('"session":"([^"]+)"')
+  local offset = tonumber(body:match('"offset":(%d+)'))
+  if status ~= 200 or id == nil or sent[id] == nil then
+    bad = bad + 1  -- the session is lost to this run: it counts as wrong
+    return
+  end
+  if offset ~= sent[id] + step_values then bad = bad + 1 end
+  ok = ok + 1
+  tail = tail + 1
+  queue[tail] = {id, offset}
+  sent[id] = nil
+end
+"""
+    + _DONE
+)
 
 
-def start_redis(workdir: Path, stack: ExitStack) -> str:
+def start_redis(workdir: Path, stack: ExitStack, persistence: str) -> str:
+    """A redis-server on CPU 1; "aof" is docker-compose.yml's configuration."""
     port = free_port()
+    data = workdir / f"redis-{port}"
+    data.mkdir()
+    durable = ["--appendonly", "yes", "--appendfsync", "everysec"]
     argv = [
-        "taskset", "-c", LOAD_CPU, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-        "--save", "", "--appendonly", "no", "--dir", str(workdir),
-        "--logfile", str(workdir / "redis.log"),
+        *PREFIX, "taskset", "-c", LOAD_CPU, "redis-server",
+        "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", *(durable if persistence == "aof" else ["--appendonly", "no"]),
+        "--maxmemory", "512mb", "--maxmemory-policy", "noeviction",
+        "--dir", str(data), "--logfile", str(data / "redis.log"),
     ]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.callback(stop, proc)
@@ -62,39 +168,48 @@ def start_redis(workdir: Path, stack: ExitStack) -> str:
     raise RuntimeError("redis-server did not start")
 
 
-def redis_info(url: str) -> dict[str, str]:
-    """INFO (memory, cpu, ...) and the key count, over a raw socket (no client needed here)."""
+def redis_info(url: str, section: str) -> dict[str, str]:
+    """One INFO section, over a raw socket (no client needed here)."""
     host, port = url.split("//")[1].split("/")[0].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"INFO\r\nDBSIZE\r\n")
+        s.sendall(f"INFO {section}\r\n".encode())
         data = b""
-        while b"\r\n:" not in data or not data.endswith(b"\r\n"):
+        while b"\r\n" not in data or len(data.partition(b"\r\n")[2]) < int(
+            data[1 : data.index(b"\r\n")]
+        ):
             data += s.recv(65536)
-    text = data.decode()
-    info = dict(
-        line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith(":")
-    )
-    info["keys"] = text.rsplit("\r\n:", 1)[1].strip()
-    return info
+    return dict(line.split(":", 1) for line in data.decode().splitlines() if ":" in line)
+
+
+def redis_cpu_seconds(url: str) -> float:
+    """Redis's own CPU time so far."""
+    info = redis_info(url, "cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def start_server(
-    repo: Path, store: str, redis_url: str | None, stack: ExitStack
+    repo: Path, store: str, redis_url: str | None, stack: ExitStack, source: Path = ROOT
 ) -> tuple[str, int]:
+    """`source`: the checkout whose `service` package runs (an earlier commit for --against)."""
     port = free_port()
     env = dict(os.environ, SEQCAST_MODEL_DIR=str(repo), SEQCAST_SESSION_STORE=store)
+    env["PYTHONPATH"] = str(source)
+    env["SEQCAST_ACCESS_LOG"] = "false"
+    # The bench creates its sessions at once: no create-rate quota in the way.
+    env["SEQCAST_SESSION_QUOTA_BURST"] = "1000000"
+    env["SEQCAST_SESSION_QUOTA_LIVE"] = "1000000"
     if redis_url:
         env["SEQCAST_REDIS_URL"] = redis_url
     argv = [
-        "taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", "service.app:create_app",
+        *PREFIX, "taskset", "-c", SERVER_CPU,
+        sys.executable, "-m", "uvicorn", "service.app:create_app",
         "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        "--backlog", "4096", "--timeout-keep-alive", "75",
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    proc = subprocess.Popen(argv, cwd=source, env=env)
     stack.callback(stop, proc)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded machine starts slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -103,169 +218,242 @@ def start_server(
             return url, proc.pid
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError("server did not start within 60 s")
+    raise RuntimeError("server did not start within 180 s")
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (peak) of a process, in KiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(rest.split()[0])
-    return fields
+def call(url: str, body: dict[str, Any] | None = None, method: str = "POST") -> dict[str, Any]:
+    """One request of the bench's own (creates, offset checks); a 503 is tried again."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    for attempt in range(5):
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == 4:
+                raise
+            time.sleep(float(exc.headers.get("Retry-After", "1")))
+    raise AssertionError("unreachable")
 
 
-async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    async with http.post(url, json=body) as response:
-        payload: dict[str, Any] = await response.json()
-        if response.status not in (200, 201):
-            raise RuntimeError(f"{url}: {response.status} {payload}")
-        return payload
+def predict_body(url: str, name: str, values: int) -> bytes:
+    """One series of `values` values with the state a previous call returned."""
+    series = [round(((k + 1) % 20) / 10 - 1, 2) for k in range(values)]
+    first = call(f"{url}/v1/models/{name}/predict", {"series": [{"values": series}]})
+    state = first["series"][0]["state"]
+    body = {"series": [{"values": series, "state": state}], "return_state": True}
+    return json.dumps(body).encode()
 
 
-async def generate(
-    url: str, model: str, sessions: int, steps: int, server_pid: int
+def offsets(url: str, ids: list[str]) -> list[int]:
+    return [int(call(f"{url}/v1/sessions/{i}", method="GET")["offset"]) for i in ids]
+
+
+def wrk(
+    url: str, pid: int, path: str, lua: Path, env: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Create the sessions, then step them all concurrently; latencies in seconds."""
-    connector = aiohttp.TCPConnector(limit=sessions, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        created = await asyncio.gather(
-            *(_post(http, f"{url}/v1/models/{model}/sessions", {}) for _ in range(sessions))
-        )
-        ids = [c["session"] for c in created]
-        latencies: list[float] = []
-
-        async def run(session_id: str, seed: int) -> None:
-            rng = random.Random(seed)
-            endpoint = f"{url}/v1/sessions/{session_id}/observe"
-            for offset in range(steps):
-                body = {"values": [round(rng.uniform(-1, 1), 4)], "offset": offset}
-                t0 = time.perf_counter()
-                answer = await _post(http, endpoint, body)
-                latencies.append(time.perf_counter() - t0)
-                if answer["offset"] != offset + 1:
-                    raise RuntimeError(f"session {session_id}: offset {answer['offset']}")
-
-        started, cpu_started = time.perf_counter(), time.process_time()
-        server_cpu_started = cpu_seconds(server_pid)
-        await asyncio.gather(*(run(s, i) for i, s in enumerate(ids)))
-        elapsed = time.perf_counter() - started
-        generator_cpu = time.process_time() - cpu_started
-        server_cpu = cpu_seconds(server_pid) - server_cpu_started
-
-        # Every session must stand exactly at `steps`: no lost update, no double step.
-        async def offset_of(session_id: str) -> int:
-            async with http.get(f"{url}/v1/sessions/{session_id}") as response:
-                info: dict[str, Any] = await response.json()
-                return int(info["offset"])
-
-        offsets = await asyncio.gather(*(offset_of(s) for s in ids))
-    wrong = sum(1 for o in offsets if o != steps)
-    latencies.sort()
-    return {
-        "steps": len(latencies),
-        "seconds": elapsed,
-        "steps_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "mean_ms": 1000 * statistics.fmean(latencies),
-        "sessions_at_wrong_offset": wrong,
-        # Server CPU per step: other load on the machine disturbs this far less
-        # than steps/s (it slows the server down but does not add to its CPU time).
-        "server_cpu_us_per_step": 1e6 * server_cpu / len(latencies),
-        "server_cpu_share": server_cpu / elapsed,
-        # Near 1.0 means the generator, not the server, limited the rate.
-        "generator_cpu_share": generator_cpu / elapsed,
-    }
-
-
-def bench_store(
-    store: str, repo: Path, name: str, args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
-    with ExitStack() as stack:
-        redis_url = start_redis(workdir, stack) if store == "redis" else None
-        url, pid = start_server(repo, store, redis_url, stack)
-        # Warm-up on sessions of its own (kept out of the figures).
-        asyncio.run(asyncio.wait_for(generate(url, name, 50, 5, pid), PHASE_TIMEOUT_S))
-        before = memory_kib(pid)
-        redis_before = redis_info(redis_url) if redis_url else {}
-        result = asyncio.run(
-            asyncio.wait_for(generate(url, name, args.sessions, args.steps, pid), PHASE_TIMEOUT_S)
-        )
-        after = memory_kib(pid)
-        result.update(
-            store=store,
-            rss_before_mib=before["VmRSS"] / 1024,
-            rss_after_mib=after["VmRSS"] / 1024,
-            rss_peak_mib=after["VmHWM"] / 1024,
-        )
-        if redis_url:
-            info = redis_info(redis_url)
-            result["redis_used_memory"] = info.get("used_memory_human", "?")
-            result["redis_keys"] = int(info["keys"])
-            # Redis CPU over the measured run (creation, steps, checks) per step.
-            cpu = sum(
-                float(info[k]) - float(redis_before[k]) for k in ("used_cpu_sys", "used_cpu_user")
-            )
-            result["redis_cpu_us_per_step"] = 1e6 * cpu / result["steps"]
+    """One wrk run; requests/s, latency, and server, wrk (and Redis) CPU."""
+    cmd = [
+        *PREFIX, "taskset", "-c", LOAD_CPU, "wrk", f"-t{args.threads}", f"-c{args.connections}",
+        f"-d{args.duration}s", "--timeout", "5s", "-s", str(lua), url + path,
+    ]  # fmt: skip
+    cpu_before = cpu_seconds(pid)
+    redis_before = redis_cpu_seconds(env["REDIS_URL"]) if env.get("REDIS_URL") else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=args.duration + 60, check=True,
+        env=dict(os.environ, BENCH_THREADS=str(args.threads), **env),
+    )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk said: {out.stdout}\n{out.stderr}")
+    result: dict[str, Any] = json.loads(line[len("BENCH ") :])
+    seconds = result["seconds"]
+    result["rps"] = result["requests"] / seconds
+    result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / result["requests"] * 1e6
+    wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    result["generator_cpu_share"] = wrk_cpu / seconds
+    if env.get("REDIS_URL"):
+        redis_cpu = redis_cpu_seconds(env["REDIS_URL"]) - redis_before
+        result["redis_cpu_us_per_request"] = redis_cpu / result["requests"] * 1e6
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=1000, help="concurrent sessions")
-    parser.add_argument("--steps", type=int, default=20, help="observe steps per session")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per kind")
+    parser.add_argument("--rounds", type=int, default=3, help="predict / steps pairs per server")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--sessions", type=int, default=1000, help="sessions stepped in turn")
+    parser.add_argument("--values", type=int, default=1, help="values per step and per predict")
     parser.add_argument("--stores", nargs="+", default=["memory", "redis"])
+    parser.add_argument(
+        "--redis-persistence", choices=["aof", "none"], default="aof",
+        help="aof: appendonly yes, appendfsync everysec (docker-compose.yml)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sched", choices=sorted(SCHED), default="none",
+        help="scheduling of server, wrk and Redis (bench/predict_bench.py: SCHED)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against", metavar="REV", help="also run each store on seqcast as of this git commit"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    PREFIX[:] = SCHED[args.sched]
+    if args.sessions < args.connections:
+        parser.error("--sessions must be at least --connections (one step in flight each)")
     if "redis" in args.stores and shutil.which("redis-server") is None:
         parser.error("redis-server is not installed")
-    # The generator (this process) and redis-server stay off the server's CPU.
-    os.sched_setaffinity(0, {int(LOAD_CPU)})
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed")
 
-    load_before = os.getloadavg()[0]
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    results: dict[str, Any] = {"load_before": os.getloadavg()[0], "servers": {}}
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         repo, name = pick_model(workdir)
-        for store in args.stores:
-            r = bench_store(store, repo, name, args, workdir)
-            results.append(r)
-            print(
-                f"{store:<6} {r['steps_per_s']:7.0f} steps/s  p50 {r['p50_ms']:6.2f} ms  "
-                f"p99 {r['p99_ms']:6.2f} ms  RSS {r['rss_before_mib']:.0f} -> "
-                f"{r['rss_after_mib']:.0f} MiB",
-                flush=True,
+        predict_lua, sessions_lua = workdir / "predict.lua", workdir / "sessions.lua"
+        predict_lua.write_text(_PREDICT_LUA)
+        sessions_lua.write_text(_SESSIONS_LUA)
+        sources = [("", ROOT)]
+        if args.against:
+            before = workdir / "before"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.against],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            stack.callback(
+                subprocess.run,
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
+                check=False,
             )
-            if r["sessions_at_wrong_offset"]:
-                raise RuntimeError(f"{store}: sessions at a wrong offset: {r}")
-    load_after = os.getloadavg()[0]
+            sources.append((f" @ {args.against}", before))
+        servers: dict[str, dict[str, Any]] = {}
+        for (suffix, source), store in itertools.product(sources, args.stores):
+            label = store + suffix
+            redis_url = (
+                start_redis(workdir, stack, args.redis_persistence) if store == "redis" else None
+            )
+            url, pid = start_server(repo, store, redis_url, stack, source)
+            body = workdir / f"predict-{len(servers)}.json"
+            body.write_bytes(predict_body(url, name, args.values))
+            empty = int(redis_info(redis_url, "memory")["used_memory"]) if redis_url else 0
+            ids = [
+                call(f"{url}/v1/models/{name}/sessions")["session"] for _ in range(args.sessions)
+            ]
+            env = {"BENCH_BODY_FILE": str(body), "BENCH_VALUES": str(args.values)}
+            if redis_url:
+                env["REDIS_URL"] = redis_url
+            servers[label] = {
+                "url": url, "pid": pid, "ids": ids, "env": env, "n": len(servers), "empty": empty,
+            }  # fmt: skip
+
+        def run(store: str, kind: str, seconds: int) -> dict[str, Any]:
+            s = servers[store]
+            if kind == "predict":
+                return wrk(
+                    s["url"], s["pid"], f"/v1/models/{name}/predict", predict_lua, s["env"],
+                    argparse.Namespace(**{**vars(args), "duration": seconds}),
+                )  # fmt: skip
+            before = offsets(s["url"], s["ids"])
+            file = workdir / f"sessions-{s['n']}.txt"
+            file.write_text("".join(f"{i} {o}\n" for i, o in zip(s["ids"], before, strict=True)))
+            r = wrk(
+                s["url"], s["pid"], "/", sessions_lua,
+                {**s["env"], "BENCH_SESSIONS_FILE": str(file)},
+                argparse.Namespace(**{**vars(args), "duration": seconds}),
+            )  # fmt: skip
+            after = offsets(s["url"], s["ids"])
+            moved = sum(a - b for a, b in zip(after, before, strict=True))
+            # Steps answered moved the sessions by exactly that; at the end wrk drops
+            # up to one unanswered step per connection, which the server may have applied.
+            expected = r["answered"] * args.values
+            slack = args.connections * args.values
+            if r["wrong"] or not expected <= moved <= expected + slack:
+                raise RuntimeError(f"{store}: steps moved {moved} values, wrk saw {expected}: {r}")
+            return r
+
+        for store in servers:
+            run(store, "predict", args.warmup)
+            run(store, "steps", args.warmup)
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+            store: {"predict": [], "steps": []} for store in servers
+        }
+        for _ in range(args.rounds):
+            for store in servers:
+                for kind in ("predict", "steps"):
+                    r = run(store, kind, args.duration)
+                    if r["errors"] or r["non2xx"]:
+                        raise RuntimeError(f"{store} {kind} had failed requests: {r}")
+                    runs[store][kind].append(r)
+                    redis = (
+                        f"  Redis {r['redis_cpu_us_per_request']:4.0f} us/req"
+                        if "redis_cpu_us_per_request" in r
+                        else ""
+                    )
+                    print(
+                        f"{store:<16} {kind:<7} {r['rps']:7.0f} req/s  "
+                        f"p50 {r['p50_us'] / 1000:6.2f} ms  p99 {r['p99_us'] / 1000:6.2f} ms  "
+                        f"server {r['cpu_us_per_request']:4.0f} us/req  "
+                        f"wrk CPU {r['generator_cpu_share']:.2f}{redis}",
+                        flush=True,
+                    )
+        results["runs"] = runs
+        # Redis's main thread waits when the disk is slow: the AOF write is postponed
+        # behind a running fsync (aof_delayed_fsync counts those that reached 2 s).
+        results["redis_aof_delayed_fsync"] = {
+            label: int(redis_info(s["env"]["REDIS_URL"], "persistence")["aof_delayed_fsync"])
+            for label, s in servers.items()
+            if "REDIS_URL" in s["env"] and args.redis_persistence == "aof"
+        }
+        # What Redis holds per session once every session has stepped: its hash, its
+        # expiry, its entry in the owner's set (docker-compose.yml's sizing).
+        results["redis_bytes_per_session"] = {
+            label: (int(redis_info(s["env"]["REDIS_URL"], "memory")["used_memory"]) - s["empty"])
+            / len(s["ids"])
+            for label, s in servers.items()
+            if "REDIS_URL" in s["env"]
+        }
+    results["load_after"] = os.getloadavg()[0]
 
     print()
     print(
-        f"model {name}; {args.sessions} concurrent sessions x {args.steps} steps; "
-        f"load average {load_before:.2f} before, {load_after:.2f} after"
+        f"model {name}; {args.connections} connections, {args.sessions} sessions, "
+        f"{args.values} value(s) per request, {args.rounds} x {args.duration} s per kind; "
+        f"Redis persistence {args.redis_persistence}; --sched {args.sched}; load average "
+        f"{results['load_before']:.2f} before, {results['load_after']:.2f} after"
     )
     print(
-        "| store | steps/s | p50 ms | p99 ms | server RSS before -> after (peak) "
-        "| server CPU µs/step | CPU share server / generator | Redis |"
+        "| store | requests | req/s | p50 ms | p99 ms | server CPU µs/req | wrk CPU share "
+        "| Redis CPU µs/req | steps ÷ predict |"
     )
-    print("| --- | ---: | ---: | ---: | --- | ---: | --- | --- |")
-    for r in results:
-        redis = (
-            f"{r['redis_used_memory']}, {r['redis_keys']} keys, "
-            f"{r['redis_cpu_us_per_step']:.0f} µs CPU/step"
-            if "redis_keys" in r
-            else ""
-        )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for store, kinds in runs.items():
+        mean = {k: statistics.mean(r["rps"] for r in rs) for k, rs in kinds.items()}
+        for kind, rs in kinds.items():
+            p50 = statistics.median(r["p50_us"] for r in rs) / 1000
+            p99 = statistics.median(r["p99_us"] for r in rs) / 1000
+            cpu = statistics.mean(r["cpu_us_per_request"] for r in rs)
+            share = statistics.mean(r["generator_cpu_share"] for r in rs)
+            redis = (
+                f"{statistics.mean(r['redis_cpu_us_per_request'] for r in rs):.0f}"
+                if "redis_cpu_us_per_request" in rs[0]
+                else ""
+            )
+            label = "session steps" if kind == "steps" else "predict with state"
+            ratio = f"{mean['steps'] / mean['predict']:.0%}" if kind == "steps" else ""
+            print(
+                f"| {store} | {label} | {mean[kind]:.0f} | {p50:.2f} | {p99:.2f} | {cpu:.0f} "
+                f"| {share:.2f} | {redis} | {ratio} |"
+            )
+    for label, size in results["redis_bytes_per_session"].items():
+        delayed = results["redis_aof_delayed_fsync"].get(label, "-")
         print(
-            f"| {r['store']} | {r['steps_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['rss_before_mib']:.0f} -> {r['rss_after_mib']:.0f} MiB "
-            f"({r['rss_peak_mib']:.0f}) | {r['server_cpu_us_per_step']:.0f} | "
-            f"{r['server_cpu_share']:.2f} / "
-            f"{r['generator_cpu_share']:.2f} | {redis} |"
+            f"{label}: Redis used_memory {size:,.0f} bytes per session; aof_delayed_fsync {delayed}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

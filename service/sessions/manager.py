@@ -3,10 +3,11 @@
 Every observe carries the offset it applies at. The manager answers a step
 from the stored record when it is a retry of the last applied step, refuses a
 step at any other wrong offset, and otherwise runs the model from the stored
-state and writes the new record only if the offset has not moved meanwhile
-(compare-and-advance in the store). A writer that loses that race re-reads
-and decides again, so no update is lost and no step is applied twice, in one
-process or across replicas sharing a store.
+state and writes the new record only if the store still holds the record it
+read, the same offset and write token (compare-and-advance in the store). A
+writer that loses that race re-reads and decides again, so no update is lost
+and no step is applied twice, in one process or across replicas sharing a
+store, nor applied on a state the store no longer has.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from service.repository import LoadedModel, ModelLookup
 from service.sessions.record import (
     AppliedStep,
     SessionRecord,
+    new_token,
     pack_state,
     step_digest,
     unpack_state,
@@ -117,10 +119,13 @@ class SessionManager:
         self._replay_max_bytes = replay_max_bytes
         self._clock = clock
         # The record each session had after its last step through this process, used
-        # only when a step continues it exactly. When another replica stepped the
-        # session meanwhile, the step's offset is past it and the store is read; only
-        # a concurrent step from the same offset finds it stale, and then costs one
-        # wasted model run before its compare-and-advance fails and a fresh read decides.
+        # only when a step continues it exactly, and never trusted: the step's
+        # compare-and-advance applies only while the store still holds that record's
+        # write token. When another replica stepped the session meanwhile, the step's
+        # offset is past it and the store is read. A remembered record the store no
+        # longer holds (another writer at the same offset, or Redis rolled back to an
+        # older snapshot or failed over to a replica that missed writes) costs one
+        # wasted model run before the token check fails and a fresh read decides.
         self._recent: OrderedDict[str, SessionRecord] = OrderedDict()
         self._recent_max = recent_records
         # One lock per session id while any step on it is in flight, so steps of one
@@ -161,6 +166,7 @@ class SessionManager:
             created_at=now,
             updated_at=now,
             owner=owner,
+            token=new_token(),
         )
         await self.store.create(record, self.quota)
         self._remember(record)
@@ -276,9 +282,10 @@ class SessionManager:
             c=pack_state(out.c) if out.c is not None else None,
             updated_at=self._clock(),
             last_step=applied,
+            token=new_token(),
         )
         result = _result(record, record.offset, steps, out.predictions, out.forecast, False)
-        return await self.store.compare_and_advance(record.offset, advanced), result, advanced
+        return await self.store.compare_and_advance(record, advanced), result, advanced
 
     async def _replay(
         self,

@@ -105,11 +105,11 @@ class MemoryStore:
         self._drop(session_id)
         return True
 
-    async def compare_and_advance(self, expected_offset: int, record: SessionRecord) -> Advance:
+    async def compare_and_advance(self, expected: SessionRecord, record: SessionRecord) -> Advance:
         current = self._live(record.id)
         if current is None:
             return Advance.GONE
-        if current.offset != expected_offset:
+        if current.offset != expected.offset or current.token != expected.token:
             return Advance.MOVED
         self._records[record.id] = record
         self._records.move_to_end(record.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,17 @@ class SessionRecord:
     updated_at: float  # unix seconds; the idle TTL counts from here
     last_step: AppliedStep | None = None
     owner: str = ""  # name of the API key that created it ("" when keys are off)
+    # A fresh random value with every write (new_token()): compare-and-advance
+    # replaces a record only while the store still holds this very write. Offsets
+    # alone do not say that: after Redis comes back from an older snapshot, or
+    # fails over to a replica that missed the last writes, another history can
+    # reach the same offset with a different state.
+    token: str = ""
+
+
+def new_token() -> str:
+    """A write token: 64 random bits, so two writes never share one."""
+    return secrets.token_hex(8)
 
 
 def pack_state(array: npt.NDArray[np.floating]) -> bytes:

@@ -42,7 +42,7 @@ class Advance(enum.Enum):
     """Outcome of SessionStore.compare_and_advance."""
 
     APPLIED = "applied"  # the new record replaced the old one
-    MOVED = "moved"  # the stored offset was not the expected one: nothing written
+    MOVED = "moved"  # the stored offset or write token was not the expected one: nothing written
     GONE = "gone"  # the session no longer exists (deleted or expired)
 
 
@@ -68,10 +68,13 @@ class SessionStore(Protocol):
     async def live_sessions(self, owner: str) -> int:
         """How many live sessions `owner` holds."""
 
-    async def compare_and_advance(self, expected_offset: int, record: SessionRecord) -> Advance:
-        """Atomically replace the session ``record.id`` if its offset is still ``expected_offset``.
+    async def compare_and_advance(self, expected: SessionRecord, record: SessionRecord) -> Advance:
+        """Atomically replace the session ``record.id`` if it still holds ``expected``.
 
-        Refreshes the idle TTL when applied.
+        "Still holds" means the stored offset and write token are ``expected``'s: the
+        write it was read from (or made) is the last one, so ``record`` continues the
+        state the store has, never one it lost (a rollback, a failover). Refreshes the
+        idle TTL when applied.
         """
 
     async def ping(self) -> bool:

@@ -133,6 +133,20 @@ def test_redis_is_bounded_and_never_evicts_sessions(compose: dict[str, Any]) -> 
     assert options["--maxmemory-policy"] == "noeviction"
 
 
+def test_redis_keeps_acknowledged_steps_across_a_restart(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    options = dict(zip(redis["command"][1::2], redis["command"][2::2], strict=True))
+    # Every change goes to the append-only file, fsynced once a second: a killed
+    # Redis comes back with what it acknowledged (tests/service/test_sessions_durability.py).
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "everysec"
+    # ... in a volume of its own, so the file outlives the container.
+    assert options["--dir"] == "/data"
+    assert redis["volumes"] == ["redis-data:/data"]
+    assert "redis-data" in compose["volumes"]
+    assert redis["restart"] == "unless-stopped"
+
+
 def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """docker-compose.yml as the installed compose resolves it, from `env` alone."""
     compose_file = str(ROOT / "docker-compose.yml")
@@ -176,6 +190,8 @@ def test_compose_engine_passes_the_keys_and_redis_bounds() -> None:
     command = resolved["redis"]["command"]
     assert command[command.index("--maxmemory") + 1] == "512mb"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
 
 
 def test_nginx_fronts_the_healthy_api(compose: dict[str, Any]) -> None:

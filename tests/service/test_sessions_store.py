@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import anyio
 import numpy as np
@@ -18,6 +19,7 @@ from service.sessions.memory import MemoryStore
 from service.sessions.record import (
     AppliedStep,
     SessionRecord,
+    new_token,
     pack_state,
     step_digest,
     unpack_state,
@@ -54,7 +56,13 @@ def make_record(
         created_at=now,
         updated_at=now,
         owner=owner,
+        token=new_token(),
     )
+
+
+def advance(record: SessionRecord, **changes: Any) -> SessionRecord:
+    """The record a step writes after `record`: the changes and a fresh write token."""
+    return replace(record, token=new_token(), **changes)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -96,16 +104,30 @@ async def test_compare_and_advance_applies_only_at_expected_offset(store: Sessio
     record = make_record()
     await store.create(record, QUOTA)
     step = AppliedStep(offset=0, digest="d" * 64, answer=pack_state(np.arange(4.0)))
-    advanced = replace(record, offset=3, h=pack_state(np.ones((2, 3))), last_step=step)
-    assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+    advanced = advance(record, offset=3, h=pack_state(np.ones((2, 3))), last_step=step)
+    assert await store.compare_and_advance(record, advanced) is Advance.APPLIED
     assert await store.get(record.id) == advanced
     # A second writer that read offset 0 loses and writes nothing.
-    stale = replace(record, offset=5, h=pack_state(np.zeros((2, 3))))
-    assert await store.compare_and_advance(0, stale) is Advance.MOVED
+    stale = advance(record, offset=5, h=pack_state(np.zeros((2, 3))))
+    assert await store.compare_and_advance(record, stale) is Advance.MOVED
     assert await store.get(record.id) == advanced
     await store.delete(record.id, "")
-    assert await store.compare_and_advance(3, advanced) is Advance.GONE
+    assert await store.compare_and_advance(advanced, advance(advanced)) is Advance.GONE
     assert await store.get(record.id) is None
+
+
+async def test_compare_and_advance_needs_the_very_write_it_continues(store: SessionStore) -> None:
+    """The same offset is not enough: another history can reach it with another state."""
+    record = make_record()
+    await store.create(record, QUOTA)
+    mine = advance(record, offset=1, h=pack_state(np.ones((2, 3))))
+    theirs = advance(record, offset=1, h=pack_state(np.zeros((2, 3))))
+    assert await store.compare_and_advance(record, theirs) is Advance.APPLIED
+    # `mine` was the write this writer remembers (say, before a rollback); the store
+    # now holds `theirs` at the same offset, so a step continuing `mine` is refused.
+    assert await store.compare_and_advance(mine, advance(mine, offset=2)) is Advance.MOVED
+    assert await store.get(record.id) == theirs
+    assert await store.compare_and_advance(theirs, advance(theirs, offset=2)) is Advance.APPLIED
 
 
 async def test_idle_sessions_expire_and_steps_refresh_the_ttl(store: SessionStore) -> None:
@@ -114,8 +136,8 @@ async def test_idle_sessions_expire_and_steps_refresh_the_ttl(store: SessionStor
     await store.create(idle, QUOTA)
     await store.create(busy, QUOTA)
     await anyio.sleep(0.25)
-    advanced = replace(busy, offset=1, updated_at=time.time())
-    assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+    advanced = advance(busy, offset=1, updated_at=time.time())
+    assert await store.compare_and_advance(busy, advanced) is Advance.APPLIED
     await anyio.sleep(0.25)
     assert await store.get(idle.id) is None
     got = await store.get(busy.id)
@@ -151,8 +173,8 @@ async def test_memory_store_keeps_order_by_last_step() -> None:
     await store.create(new, QUOTA)
     clock[0] = 9.0
     # A step on the older session makes it the most recent one.
-    advanced = replace(old, offset=1, updated_at=9.0)
-    assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+    advanced = advance(old, offset=1, updated_at=9.0)
+    assert await store.compare_and_advance(old, advanced) is Advance.APPLIED
     clock[0] = 11.5
     await store.create(make_record(now=11.5), QUOTA)  # sweeps `new` (idle since 1.0), not `old`
     assert await store.get(new.id) is None
@@ -169,8 +191,9 @@ async def test_redis_store_unreachable_raises_store_unavailable() -> None:
             await store.get("x")
         with pytest.raises(StoreUnavailable):
             await store.create(make_record(), QUOTA)
+        record = make_record()
         with pytest.raises(StoreUnavailable):
-            await store.compare_and_advance(0, make_record())
+            await store.compare_and_advance(record, advance(record))
         assert time.monotonic() - started < 5
         assert await store.ping() is False
     finally:
@@ -186,13 +209,13 @@ async def test_redis_store_recovers_when_redis_comes_back(own_redis_server: Redi
         with pytest.raises(StoreUnavailable):
             await store.get(record.id)
         with pytest.raises(StoreUnavailable):
-            await store.compare_and_advance(0, replace(record, offset=1))
+            await store.compare_and_advance(record, advance(record, offset=1))
         own_redis_server.start()
         # Same store object, no restart: the pool dials a fresh connection, and the
         # persistent server came back with the session.
         assert await store.get(record.id) == record
-        advanced = replace(record, offset=1)
-        assert await store.compare_and_advance(0, advanced) is Advance.APPLIED
+        advanced = advance(record, offset=1)
+        assert await store.compare_and_advance(record, advanced) is Advance.APPLIED
         assert await store.get(record.id) == advanced
     finally:
         await store.aclose()
@@ -211,7 +234,7 @@ async def test_redis_full_under_noeviction_raises_store_unavailable(
         with pytest.raises(StoreUnavailable, match=r"^session store unavailable"):
             await store.create(make_record(), QUOTA)
         with pytest.raises(StoreUnavailable, match=r"^session store unavailable"):
-            await store.compare_and_advance(0, replace(record, offset=1))
+            await store.compare_and_advance(record, advance(record, offset=1))
         assert await store.get(record.id) == record  # reads still work
     finally:
         await admin.aclose()
