@@ -69,11 +69,14 @@ def pack_state(array: npt.NDArray[np.floating]) -> bytes:
 
 
 def unpack_state(blob: bytes, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """The inverse of pack_state, checked against the model's (num_layers, hidden)."""
+    """The inverse of pack_state, checked against the model's (num_layers, hidden).
+
+    A read-only view of `blob`, without a copy: states are inputs, never written to.
+    """
     expected = shape[0] * shape[1] * 4
     if len(blob) != expected:
         raise ValueError(f"stored state has {len(blob)} bytes, expected {expected} for {shape}")
-    return np.frombuffer(blob, dtype="<f4").reshape(shape).astype(np.float32)
+    return np.frombuffer(blob, dtype="<f4").reshape(shape)
 
 
 def step_digest(values: npt.NDArray[np.floating], horizon: int) -> str:
