@@ -24,6 +24,7 @@ from service.api.paths import STATIC_PREFIX
 from service.api.routes import BODY_ROUTES, api_router
 from service.api.routes.docs import openapi_router
 from service.api.state import AppState, lifespan_state
+from service.malloc import fix_malloc_thresholds
 from service.providers import resolve_providers
 from service.redaction import install_log_context
 from service.repository import load_repository
@@ -53,6 +54,8 @@ def pool_runs(settings: Settings) -> int:
 def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if settings.fixed_malloc_thresholds:
+            fix_malloc_thresholds()  # memory freed after large requests goes back
         # A provider that cannot be used stops start-up here, before anything is served.
         providers = resolve_providers(settings.providers)
         log.info("loading models from %s with providers %s", settings.model_dir, providers)

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # ONNX Runtime's CPU memory arena: faster with chunked runs; off returns every
     # buffer to the system after each run (docs/operations.md has the measurement).
     ort_cpu_arena: bool = True
+    # Fixed glibc malloc thresholds (service.malloc): memory freed after large requests
+    # returns to the system; false keeps glibc's adaptive ones.
+    fixed_malloc_thresholds: bool = True
     # Work in one predict request: values + horizon - 1, summed over its series
     # (more: 422 limit_exceeded). At least one series of the largest size allowed.
     max_work_per_request: Annotated[int, Field(ge=1)] = 2_700_000
