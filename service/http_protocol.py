@@ -201,7 +201,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._timeouts[phase],
         )
         message = f"the request {what} did not arrive within {limit}={self._timeouts[phase]:g}"
-        if cycle is None or not cycle.response_started or cycle.response_complete:
+        # In the headers phase `cycle` is the request before (answered, or none); in the
+        # body phase it is this one, which may have been answered already (a 413 or a
+        # 401 does not wait for the body): then there is nothing more to say.
+        if phase == "headers" or (cycle is not None and not cycle.response_started):
             self._reply_and_close(408, "request_timeout", message)
         else:
             self.transport.close()

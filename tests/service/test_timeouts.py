@@ -163,6 +163,16 @@ def test_slow_body_is_cut_at_the_body_timeout(server: Serve) -> None:
     assert elapsed >= 0.9
 
 
+def test_a_request_answered_before_its_body_is_closed_without_a_second_answer(
+    server: Serve,
+) -> None:
+    with server.connect() as sock:
+        # Not JSON: refused (415) before the body is read; the body then stalls.
+        sock.sendall(PREDICT + b"Content-Type: text/plain\r\nContent-Length: 100\r\n\r\nab")
+        assert status_of(read_response(sock)) == 415
+        assert read_all(sock) == b""  # closed at the body timeout, no 408 after the 415
+
+
 def test_prompt_requests_on_one_connection_are_answered(server: Serve) -> None:
     with server.connect() as sock:
         for _ in range(3):
