@@ -12,6 +12,7 @@ and p99, and seqcast's rate divided by each other server's.
     .venv/bin/python -m bench.predict_bench --against b910520 --api-key   # a change, keys on
     .venv/bin/python -m bench.predict_bench --sched fifo    # a machine loaded by other work
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
+    .venv/bin/python -m bench.predict_bench --serve --against 85b8e62   # as `seqcast serve`
 
 On a machine shared with other work, use `--sched fifo` (root): see SCHED below.
 """
@@ -68,10 +69,12 @@ def start(
     *,
     source: Path = ROOT,
     keys: bool = False,
+    serve: bool = False,
 ) -> tuple[str, int]:
     """Start one server on CPU 0 and wait until it answers; returns its base URL and pid.
 
     `source`: the checkout whose `service` package runs (an earlier commit for "before").
+    `serve`: start seqcast by `seqcast serve` (its own server and settings), not uvicorn.
     """
     version_dir = max((repo / name).iterdir(), key=lambda p: int(p.name))
     env = dict(os.environ, SEQCAST_MODEL_DIR=str(repo), BASELINE_MODEL=str(version_dir))
@@ -85,6 +88,12 @@ def start(
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
+    if serve and kind != "baseline":
+        # seqcast's own server (its HTTP protocol and settings), as deployed.
+        cmd = [
+            *PREFIX, "taskset", "-c", "0", sys.executable, "-m", "service.cli", "serve",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=source, env=env)
     stack.callback(stop, proc)
     url = f"http://127.0.0.1:{port}"
@@ -148,6 +157,9 @@ def main() -> int:
     )
     parser.add_argument("--api-key", action="store_true", help="run this seqcast with API keys on")
     parser.add_argument("--no-baseline", action="store_true", help="leave the baseline out")
+    parser.add_argument(
+        "--serve", action="store_true", help="start seqcast by `seqcast serve`, not uvicorn"
+    )
     args = parser.parse_args()
     PREFIX[:] = SCHED[args.sched]
 
@@ -156,7 +168,11 @@ def main() -> int:
         repo, name = pick_model(workdir)
         lua = workdir / "post.lua"
         lua.write_text(_LUA.replace("BENCH_KEY", BENCH_KEY))
-        servers = {"seqcast": start("seqcast", repo, name, free_port(), stack, keys=args.api_key)}
+        servers = {
+            "seqcast": start(
+                "seqcast", repo, name, free_port(), stack, keys=args.api_key, serve=args.serve
+            )
+        }
         if args.against:
             before = workdir / "before"
             subprocess.run(
@@ -168,7 +184,9 @@ def main() -> int:
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
                 check=False,
             )
-            servers["before"] = start("before", repo, name, free_port(), stack, source=before)
+            servers["before"] = start(
+                "before", repo, name, free_port(), stack, source=before, serve=args.serve
+            )
         if not args.no_baseline:
             servers["baseline"] = start("baseline", repo, name, free_port(), stack)
         body = workdir / "body.json"

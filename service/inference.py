@@ -3,6 +3,14 @@
 preprocess (scale into model units) -> run (one `session.run` per group of series of
 equal length) -> postprocess (unscale into original units), then an optional rollout
 for multi-step forecasts that feeds each prediction back as the next input.
+
+A long group runs as consecutive `session.run` calls of at most `chunk_steps` steps
+(batch x time steps), each starting from the state the previous one reached: the same
+recurrence, so the same answer, but ONNX Runtime's working buffers (an LSTM keeps
+batch x time x 4 hidden floats of gates) stay the size of one chunk instead of the
+whole sequence, so its memory arena keeps no more than that after a maximum-size
+request. A budget in steps rather than in time steps keeps a wide batch's buffers as
+small as a narrow one's, and lets a single long series run whole (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -42,11 +50,16 @@ def work_steps(inputs: Sequence[SeriesInput]) -> int:
     return sum(s.values.shape[0] + s.horizon - 1 for s in inputs)
 
 
+# Steps (batch x time) per `session.run` by default: SEQCAST_CHUNK_STEPS.
+DEFAULT_CHUNK_STEPS = 32_768
+
+
 class InferenceCore:
     """Runs one loaded model over a batch of series (inputs checked by service.inputs)."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
         self.model = model
+        self._chunk_steps = chunk_steps
         self._lstm = model.manifest.is_lstm
         self._num_layers, self._hidden = model.state_shape
         self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
@@ -86,7 +99,23 @@ class InferenceCore:
         x = self._scale(x)
         h0 = self._initial(inputs, indices, "h")
         c0 = self._initial(inputs, indices, "c") if self._lstm else None
-        return self._run(x, h0, c0)
+        span = max(1, self._chunk_steps // x.shape[0])  # time steps per run
+        if x.shape[1] <= span:
+            return self._run(x, h0, c0)
+        return self._run_chunked(x, h0, c0, span)
+
+    def _run_chunked(
+        self, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, span: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One run over `x` as consecutive runs of `span` time steps, carrying the state."""
+        batch, steps, _ = x.shape
+        y = np.empty((batch, steps, self.model.manifest.architecture.output_size), np.float32)
+        for start in range(0, steps, span):
+            end = start + span
+            # A slice of the time axis is not contiguous for batch > 1; ORT needs it to be.
+            part = np.ascontiguousarray(x[:, start:end])  # (B, <= chunk, F)
+            y[:, start:end], h, c = self._run(part, h, c)
+        return y, h, c
 
     def _run(
         self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None

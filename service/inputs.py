@@ -35,6 +35,8 @@ class Limits:
     max_series: int
     max_values: int
     max_horizon: int
+    # Recurrent steps in one request: values + horizon - 1, summed over its series.
+    max_work: int = 2**63 - 1
 
 
 class StateIn(Protocol):
@@ -71,6 +73,7 @@ def series_inputs(
             "series",
         )
     out = []
+    work = 0
     for i, s in enumerate(series):
         try:
             values = values_array(s.values, model, limits, "values")
@@ -82,6 +85,14 @@ def series_inputs(
             where = f"series[{i}]."
             raise InputError(exc.code, where + exc.message, where + (exc.field or "")) from None
         out.append(SeriesInput(values=values, h=h, c=c, horizon=s.horizon))
+        work += values.shape[0] + s.horizon - 1
+    if work > limits.max_work:
+        raise InputError(
+            "limit_exceeded",
+            f"series ask for {work} steps of work (values + horizon - 1, summed over the "
+            f"series), over the limit max_work_per_request={limits.max_work}",
+            "series",
+        )
     return out
 
 

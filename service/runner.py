@@ -10,6 +10,11 @@ loop, and every call made before that turn joins it. Under concurrent load this
 turns many `session.run` calls of batch 1 into one of batch N, at the cost of one
 loop turn of latency; a lone request waits for nothing. Predictions do not depend
 on what else is in the batch (each series is its own row, with its own state).
+
+The thread pool runs at most `pool_runs` calls at once, so large requests cannot take
+every core from the event loop that answers the small ones; more wait their turn, up
+to `pool_queue_steps` of waiting work, and past that are refused with `Overloaded`
+(503 with Retry-After) instead of holding memory in a queue without end.
 """
 
 from __future__ import annotations
@@ -21,8 +26,25 @@ from weakref import WeakKeyDictionary, WeakSet
 
 from anyio.to_thread import run_sync
 
-from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_steps
+from service.inference import (
+    DEFAULT_CHUNK_STEPS,
+    InferenceCore,
+    SeriesInput,
+    SeriesOutput,
+    work_steps,
+)
 from service.repository import LoadedModel
+
+
+class Overloaded(Exception):
+    """The thread pool's queue is full: the caller should retry after `retry_after_s`."""
+
+    def __init__(self, queued_steps: int, limit: int) -> None:
+        super().__init__(
+            f"the server is busy: {queued_steps} steps of work already wait for the thread "
+            f"pool, at the limit pool_queue_steps={limit}; retry later"
+        )
+        self.retry_after_s = 1.0
 
 
 @dataclass(slots=True)
@@ -35,8 +57,19 @@ class _Call:
 class ModelRunner:
     """Runs predictions for every model of one app; one instance per app (lifespan)."""
 
-    def __init__(self, inline_max_steps: int) -> None:
+    def __init__(
+        self,
+        inline_max_steps: int,
+        *,
+        chunk_steps: int = DEFAULT_CHUNK_STEPS,
+        pool_runs: int = 1,
+        pool_queue_steps: int = 2**63 - 1,
+    ) -> None:
         self._inline_max_steps = inline_max_steps
+        self._chunk_steps = chunk_steps
+        self._pool = asyncio.Semaphore(pool_runs)
+        self._pool_queue_steps = pool_queue_steps
+        self._queued_steps = 0  # work waiting for a pool slot
         # One InferenceCore per loaded model version: it precomputes the scaling vectors.
         # A core refers to its model, so an entry lives until `forget` drops it.
         self._cores: WeakKeyDictionary[LoadedModel, InferenceCore] = WeakKeyDictionary()
@@ -46,7 +79,7 @@ class ModelRunner:
     def core(self, model: LoadedModel) -> InferenceCore:
         core = self._cores.get(model)
         if core is None:
-            core = InferenceCore(model)
+            core = InferenceCore(model, self._chunk_steps)
             if model not in self._retired:
                 self._cores[model] = core
         return core
@@ -68,7 +101,7 @@ class ModelRunner:
         """
         steps = work_steps(inputs)
         if steps > self._inline_max_steps:
-            return await run_sync(self.core(model).predict, inputs)
+            return await self._run_pooled(model, inputs, steps)
         if alone:
             return self.core(model).predict(inputs)
         loop = asyncio.get_running_loop()
@@ -79,6 +112,31 @@ class ModelRunner:
         call = _Call(inputs, steps, loop.create_future())
         waiting.append(call)
         return await call.future
+
+    async def _run_pooled(
+        self, model: LoadedModel, inputs: Sequence[SeriesInput], steps: int
+    ) -> list[SeriesOutput]:
+        """On a worker thread, once one of the `pool_runs` slots is free (or Overloaded)."""
+        waits = self._pool.locked()
+        if waits:
+            if self._queued_steps + steps > self._pool_queue_steps:
+                raise Overloaded(self._queued_steps, self._pool_queue_steps)
+            self._queued_steps += steps
+        try:
+            await self._pool.acquire()  # in arrival order
+        finally:
+            if waits:
+                self._queued_steps -= steps
+        # The slot is released when the run ends, not when its caller leaves (a client
+        # gone, a shutdown): a thread cannot be stopped, so it still holds a core.
+        run = asyncio.ensure_future(run_sync(self.core(model).predict, inputs))
+        run.add_done_callback(self._release)
+        return await asyncio.shield(run)
+
+    def _release(self, run: asyncio.Future[list[SeriesOutput]]) -> None:
+        self._pool.release()
+        if not run.cancelled():
+            run.exception()  # retrieved here too, for a caller that has left
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)

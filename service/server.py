@@ -1,28 +1,102 @@
-"""`seqcast serve`: validate the settings, then run uvicorn on the app factory."""
+"""`seqcast serve`: validate the settings, then run uvicorn on the app factory.
+
+uvicorn runs with seqcast's HTTP protocol (service.http_protocol: header and body read
+timeouts, a connection cap) and its keep-alive and graceful-shutdown timeouts. On
+SIGTERM or SIGINT the server stops accepting, lets in-flight requests finish for up to
+`shutdown_timeout_s`, cancels the rest, and the process exits 0. (uvicorn's own Server
+re-raises the signal after its shutdown, so that an embedding program sees it; as the
+whole program, seqcast exits 0 instead, in a container or not.)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import resource
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.server import HANDLED_SIGNALS
 
+from service.http_protocol import BoundsConfig
 from service.redaction import LOG_FORMAT, RedactingFormatter, install_log_context
 from service.settings import Settings
-from service.supervisor import forward_sighup_to_workers
+from service.supervisor import ForwardingSupervisor, mark_supervisor
 
 log = logging.getLogger(__name__)
 
+# File descriptors a worker needs besides its connections: models, logs, Redis, pipes.
+_SPARE_FDS = 256
+
 
 def uvicorn_options() -> dict[str, str]:
-    """The fastest event loop and HTTP parser installed (uvloop, httptools), else defaults."""
-    return {
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    """The fastest event loop installed (uvloop), else asyncio."""
+    return {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
+
+
+class Server(uvicorn.Server):
+    """uvicorn's Server, except that a signal that stopped it is not raised again."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def server_config(settings: Settings) -> BoundsConfig:
+    """The uvicorn configuration `seqcast serve` runs with."""
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        # The front door writes the access log (session ids redacted, request ids in).
+        "access_log": False,
+        "log_config": None,  # uvicorn's records go to seqcast's handler
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        **uvicorn_options(),
     }
+    return BoundsConfig(
+        "service.app:create_app",
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        max_connections=settings.max_connections,
+        **options,
+    )
+
+
+def _enough_file_descriptors(settings: Settings) -> None:
+    """Raise the soft descriptor limit to what max_connections needs, within the hard one."""
+    want = settings.max_connections + _SPARE_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < want:
+            log.warning(
+                "max_connections=%d needs %d file descriptors; the limit is %d "
+                "(ulimit -n): accepting may fail before max_connections is reached",
+                settings.max_connections,
+                want,
+                raised,
+            )
 
 
 def run(overrides: dict[str, object]) -> int:
@@ -50,18 +124,14 @@ def run(overrides: dict[str, object]) -> int:
         settings.port,
         settings.workers,
     )
+    _enough_file_descriptors(settings)
+    config = server_config(settings)
     if settings.workers > 1:
-        forward_sighup_to_workers()  # SIGHUP re-scans in every worker, not a restart
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        # The front door writes the access log (session ids redacted, request ids in).
-        access_log=False,
-        log_config=None,  # uvicorn's records go to the handler above
-        **uvicorn_options(),  # type: ignore[arg-type]
-    )
-    return 0
+        # The parent process exits 0 once every worker has ended (each has shut down
+        # within shutdown_timeout_s). SIGHUP re-scans in every worker, not a restart.
+        mark_supervisor()
+        ForwardingSupervisor(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server = Server(config)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE

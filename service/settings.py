@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Groups of paths SEQCAST_AUTH_EXEMPT can free from needing a key.
@@ -105,6 +105,36 @@ class Settings(BaseSettings):
     def admin_key_names(self) -> frozenset[str]:
         return frozenset(n for n in self.admin_keys.split(",") if n)
 
+    # Bounds on memory and time (docs/operations.md).
+    # Steps (series x time steps) one ONNX Runtime run covers; longer inputs run in
+    # consecutive chunks carrying the state, so its buffers stay this size.
+    chunk_steps: Annotated[int, Field(ge=1)] = 32_768
+    # ONNX Runtime's CPU memory arena: faster with chunked runs; off returns every
+    # buffer to the system after each run (docs/operations.md has the measurement).
+    ort_cpu_arena: bool = True
+    # Fixed glibc malloc thresholds (service.malloc): memory freed after large requests
+    # returns to the system; false keeps glibc's adaptive ones.
+    fixed_malloc_thresholds: bool = True
+    # Work in one predict request: values + horizon - 1, summed over its series
+    # (more: 422 limit_exceeded). At least one series of the largest size allowed.
+    max_work_per_request: Annotated[int, Field(ge=1)] = 2_700_000
+    # Thread-pool runs at once (large requests); 0: one fewer than the CPUs this
+    # process may use, at least 1, so the event loop keeps a core for small ones.
+    pool_runs: Annotated[int, Field(ge=0, le=1024)] = 0
+    # Work (steps) that may wait for a thread-pool slot; beyond it 503 + Retry-After.
+    pool_queue_steps: Annotated[int, Field(ge=0)] = 8_100_000
+    # Seconds a connection may take to send a request's headers (from its first byte,
+    # or from the connection's opening), and its whole body after them: 408, closed.
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # On SIGTERM/SIGINT: seconds in-flight requests may take to finish before they
+    # are cut; then the process exits 0.
+    shutdown_timeout_s: Annotated[float, Field(ge=0)] = 8.0
+    # Open connections per worker process; more are answered 503 and closed.
+    max_connections: Annotated[int, Field(ge=1)] = 2048
+
     @field_validator("providers")
     @classmethod
     def _providers_well_formed(cls, value: str) -> str:
@@ -150,3 +180,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _work_fits_one_series(self) -> Settings:
+        # Session steps are single series checked by the per-series limits only.
+        one_series = self.max_values_per_series + self.max_horizon - 1
+        if self.max_work_per_request < one_series:
+            raise ValueError(
+                f"max_work_per_request={self.max_work_per_request} is below one series of "
+                f"the largest size (max_values_per_series + max_horizon - 1 = {one_series})"
+            )
+        return self

@@ -3,7 +3,7 @@
 One process (SEQCAST_WORKERS=1): the lifespan catches SIGHUP and re-scans.
 
 Several workers: uvicorn's supervisor answers SIGHUP by restarting every worker, which
-reloads every model in every worker. `seqcast serve` gives it a supervisor that instead
+reloads every model in every worker. `seqcast serve` runs a supervisor that instead
 forwards SIGHUP to each worker, and each re-scans as above. A worker that took POST
 /admin/reload sends SIGHUP to that supervisor after its own re-scan, so the other
 workers re-scan too: every worker converges to what the directory holds.
@@ -12,7 +12,6 @@ workers re-scan too: every worker converges to what the directory holds.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -41,11 +40,8 @@ class ForwardingSupervisor(Multiprocess):
                 os.kill(pid, signal.SIGHUP)
 
 
-def forward_sighup_to_workers() -> None:
-    """Make `uvicorn.run` supervise several workers with ForwardingSupervisor."""
-    # uvicorn.run looks the class up in its module's globals: the one place to put ours.
-    # (The package's `main` attribute is the CLI command, hence the import by name.)
-    setattr(importlib.import_module("uvicorn.main"), "Multiprocess", ForwardingSupervisor)  # noqa: B010
+def mark_supervisor() -> None:
+    """Tell the workers this process starts that their supervisor forwards SIGHUP."""
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
 
 

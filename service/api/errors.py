@@ -23,6 +23,7 @@ from starlette.routing import Match
 
 from service.inputs import InputError
 from service.redaction import redact, redacted_path
+from service.runner import Overloaded
 from service.sessions.manager import OffsetConflict, SessionNotFound, VersionGone
 from service.sessions.store import QuotaExceeded, StoreFull, StoreUnavailable
 
@@ -109,6 +110,9 @@ def as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(503, "session_store_unavailable", str(exc), headers={"Retry-After": "1"})
     if isinstance(exc, StoreFull):
         return ApiError(503, "session_store_full", str(exc), headers={"Retry-After": "5"})
+    if isinstance(exc, Overloaded):
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return ApiError(503, "overloaded", str(exc), headers={"Retry-After": retry})
     return None
 
 
@@ -183,6 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
         QuotaExceeded,
         StoreUnavailable,
         StoreFull,
+        Overloaded,
     )
     for kind in known_kinds:
         app.add_exception_handler(kind, known)

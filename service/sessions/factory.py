@@ -47,6 +47,7 @@ def limits_of(settings: Settings) -> Limits:
         max_series=settings.max_series_per_request,
         max_values=settings.max_values_per_series,
         max_horizon=settings.max_horizon,
+        max_work=settings.max_work_per_request,
     )
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.server import uvicorn_options
+from service.http_protocol import BoundedHttpProtocol
+from service.server import server_config, uvicorn_options
+from service.settings import Settings
 
 
 def test_invalid_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,8 +24,13 @@ def test_invalid_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]
     assert "port" in capsys.readouterr().err
 
 
-def test_uvicorn_uses_uvloop_and_httptools_when_installed() -> None:
-    assert uvicorn_options() == {"loop": "uvloop", "http": "httptools"}
+def test_uvicorn_uses_uvloop_and_the_bounded_httptools_protocol() -> None:
+    assert uvicorn_options() == {"loop": "uvloop"}
+    config = server_config(Settings(keep_alive_timeout_s=2.5, shutdown_timeout_s=4))
+    assert config.http is BoundedHttpProtocol
+    assert config.timeout_keep_alive == 2.5
+    # Requests are cut at 4 s (service.http_protocol); what remains is cancelled after.
+    assert (config.shutdown_timeout_s, config.timeout_graceful_shutdown) == (4, 4.5)
 
 
 def _free_port() -> int:

@@ -29,6 +29,7 @@ from service.api.session_schemas import StreamFrame
 from service.api.state import AppState, app_state, owner_of
 from service.inputs import InputError, shown
 from service.redaction import session_tag
+from service.runner import Overloaded
 from service.sessions.manager import SessionError, SessionNotFound, VersionGone
 from service.sessions.record import SessionRecord
 from service.sessions.store import SessionStoreError
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
-_KNOWN_ERRORS = (SessionError, SessionStoreError, InputError, ApiError)
+_KNOWN_ERRORS = (SessionError, SessionStoreError, InputError, ApiError, Overloaded)
 # WebSocket close codes: 1008 policy violation (no such session), 1013 try again later.
 _CLOSE_FOR_STATUS = {429: 1013, 503: 1013}
 # Offered by browsers that send their key as a subprotocol (service.api.auth).
