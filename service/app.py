@@ -29,6 +29,7 @@ from service.repository import load_repository
 from service.runner import ModelRunner
 from service.sessions.factory import limits_of, make_session_manager
 from service.settings import Settings
+from service.telemetry.setup import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     return options
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
+def _lifespan(settings: Settings, telemetry: Telemetry) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # A provider that cannot be used stops start-up here, before anything is served.
@@ -53,8 +54,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                 "%d model version(s) failed to load; /readyz answers 503",
                 len(repository.failures),
             )
-        runner = ModelRunner(settings.inline_max_steps)
-        sessions = make_session_manager(settings, repository, runner)
+        runner = ModelRunner(settings.inline_max_steps, telemetry.run_hooks)
+        sessions = make_session_manager(settings, repository, runner, telemetry.session_hooks)
         state = AppState(settings, repository, runner, sessions, limits_of(settings))
         # Everything built so far lives as long as the app: move it out of the garbage
         # collector's generations, so collections under load walk only request objects.
@@ -64,6 +65,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             yield lifespan_state(state)
         finally:
             await sessions.store.aclose()
+            telemetry.close()
 
     return lifespan
 
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     install_log_context()
     # Bad key settings stop start-up here, with the entry at fault named.
     keys = load_keys(settings.api_keys.get_secret_value(), settings.api_keys_file)
+    telemetry = Telemetry(settings)
     app = FastAPI(
         title="seqcast",
         version=__version__,
@@ -83,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
             "exact for it: feature count, state shape, horizon, value range. Any other name "
             "is answered 404. Every error has the ErrorResponse shape."
         ),
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, telemetry),
         docs_url=None,  # served from local assets by service.api.routes.docs
         redoc_url=None,
         openapi_url=None,  # built per app for its models by service.api.openapi
@@ -93,4 +96,5 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     add_body_routes(app.router, BODY_ROUTES)
     app.include_router(openapi_router(OpenApiDocument(app, settings, keys=keys.enabled)))
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
-    return FrontDoor(app, settings, keys)
+    observers = telemetry.install(app)  # /metrics, and the observers of metrics and tracing
+    return FrontDoor(app, settings, keys, observers)

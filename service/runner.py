@@ -23,6 +23,8 @@ from anyio.to_thread import run_sync
 
 from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_steps
 from service.repository import LoadedModel
+from service.telemetry.context import note_model
+from service.telemetry.hooks import NO_RUN_HOOKS, RunHooks
 
 
 @dataclass(slots=True)
@@ -30,13 +32,15 @@ class _Call:
     inputs: Sequence[SeriesInput]
     steps: int
     future: asyncio.Future[list[SeriesOutput]]
+    ticket: object  # from RunHooks.queued (metrics, tracing)
 
 
 class ModelRunner:
     """Runs predictions for every model of one app; one instance per app (lifespan)."""
 
-    def __init__(self, inline_max_steps: int) -> None:
+    def __init__(self, inline_max_steps: int, hooks: RunHooks = NO_RUN_HOOKS) -> None:
         self._inline_max_steps = inline_max_steps
+        self._hooks = hooks  # metrics and tracing (service.telemetry)
         # One InferenceCore per loaded model version: it precomputes the scaling vectors.
         self._cores: WeakKeyDictionary[LoadedModel, InferenceCore] = WeakKeyDictionary()
         self._waiting: dict[LoadedModel, list[_Call]] = {}
@@ -44,7 +48,7 @@ class ModelRunner:
     def core(self, model: LoadedModel) -> InferenceCore:
         core = self._cores.get(model)
         if core is None:
-            core = self._cores[model] = InferenceCore(model)
+            core = self._cores[model] = self._hooks.core(model)
         return core
 
     async def run(
@@ -56,24 +60,33 @@ class ModelRunner:
         calls, so that running them again gives bit-identical outputs.
         """
         steps = work_steps(inputs)
+        note_model(model)
+        ticket = self._hooks.queued(model)
         if steps > self._inline_max_steps:
-            return await run_sync(self.core(model).predict, inputs)
+            return await run_sync(self._predict, self.core(model), inputs, ticket)
         if alone:
-            return self.core(model).predict(inputs)
+            return self._predict(self.core(model), inputs, ticket)
         loop = asyncio.get_running_loop()
         waiting = self._waiting.get(model)
         if waiting is None:
             waiting = self._waiting[model] = []
             loop.call_soon(self._flush, model)
-        call = _Call(inputs, steps, loop.create_future())
+        call = _Call(inputs, steps, loop.create_future(), ticket)
         waiting.append(call)
         return await call.future
+
+    def _predict(
+        self, core: InferenceCore, inputs: Sequence[SeriesInput], ticket: object
+    ) -> list[SeriesOutput]:
+        with self._hooks.batch(core.model, (ticket,)):
+            return core.predict(inputs)
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)
         core = self.core(model)
         for batch in _batches(calls, self._inline_max_steps):
-            _run_batch(core, batch)
+            with self._hooks.batch(model, [call.ticket for call in batch]):
+                _run_batch(core, batch)
 
 
 def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Groups of paths SEQCAST_AUTH_EXEMPT can free from needing a key.
-AUTH_EXEMPT_GROUPS = ("health", "docs")
+AUTH_EXEMPT_GROUPS = ("health", "docs", "metrics")
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
     # ... or one per line in this file (blank lines and # comments allowed).
     api_keys_file: Path | None = None
     # Paths answered without a key when keys are on: "health" (/healthz, /readyz),
-    # "docs" (/docs, /openapi.json and their assets); comma-separated, or "none".
+    # "docs" (/docs, /openapi.json and their assets), "metrics" (/metrics);
+    # comma-separated, or "none".
     auth_exempt: str = "health"
     # Browser origins (scheme://host[:port]) allowed besides the service's own host:
     # requests from other origins get 403, and these get CORS headers. Empty: none.
@@ -84,6 +86,16 @@ class Settings(BaseSettings):
     # Redis connections per service process; more concurrent steps wait for one.
     redis_max_connections: Annotated[int, Field(ge=1)] = 64
 
+    # Observability (docs/observability.md).
+    # Prometheus metrics at /metrics (behind the API keys unless SEQCAST_AUTH_EXEMPT
+    # names "metrics"); off: no /metrics and nothing is counted.
+    metrics: bool = True
+    # OpenTelemetry spans for requests, batches, ONNX Runtime runs and session store
+    # calls; needs the otel extra (pip install 'seqcast[otel]').
+    tracing: bool = False
+    # "text": one line per record as before; "json": one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+
     @field_validator("providers")
     @classmethod
     def _providers_well_formed(cls, value: str) -> str:
@@ -95,6 +107,15 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"providers lists a name twice: {value!r}")
         return ",".join(names)
+
+    @field_validator("tracing")
+    @classmethod
+    def _tracing_installed(cls, value: bool) -> bool:
+        if value and not _installed("opentelemetry.sdk.trace"):
+            raise ValueError(
+                "tracing needs OpenTelemetry, which is not installed: pip install 'seqcast[otel]'"
+            )
+        return value
 
     @field_validator("auth_exempt")
     @classmethod
@@ -129,3 +150,10 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
