@@ -11,6 +11,7 @@ and p99, and seqcast's rate divided by each other server's.
     .venv/bin/python -m bench.predict_bench --duration 12 --warmup 2 --rounds 2  # as in docs
     .venv/bin/python -m bench.predict_bench --against b910520 --api-key   # a change, keys on
     .venv/bin/python -m bench.predict_bench --sched fifo    # a machine loaded by other work
+    .venv/bin/python -m bench.predict_bench --variant SEQCAST_METRICS=false  # same code, a setting
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
 
 On a machine shared with other work, use `--sched fifo` (root): see SCHED below.
@@ -68,6 +69,7 @@ def start(
     *,
     source: Path = ROOT,
     keys: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[str, int]:
     """Start one server on CPU 0 and wait until it answers; returns its base URL and pid.
 
@@ -79,6 +81,7 @@ def start(
     env["SEQCAST_ACCESS_LOG"] = "false"  # as --no-access-log below: no access log anywhere
     if keys:
         env["SEQCAST_API_KEYS"] = f"bench:{BENCH_KEY}"
+    env.update(extra_env or {})
     target = "bench.baseline_app:create_app" if kind == "baseline" else "service.app:create_app"
     cmd = [
         *PREFIX, "taskset", "-c", "0", sys.executable, "-m", "uvicorn", target, "--factory",
@@ -146,6 +149,12 @@ def main() -> int:
     parser.add_argument(
         "--against", metavar="REV", help="also run seqcast as of this git commit ('before')"
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="also run this seqcast with these environment settings ('variant')",
+    )
     parser.add_argument("--api-key", action="store_true", help="run this seqcast with API keys on")
     parser.add_argument("--no-baseline", action="store_true", help="leave the baseline out")
     args = parser.parse_args()
@@ -169,6 +178,11 @@ def main() -> int:
                 check=False,
             )
             servers["before"] = start("before", repo, name, free_port(), stack, source=before)
+        if args.variant:
+            extra = dict(item.split("=", 1) for item in args.variant)
+            servers["variant"] = start(
+                "variant", repo, name, free_port(), stack, keys=args.api_key, extra_env=extra
+            )
         if not args.no_baseline:
             servers["baseline"] = start("baseline", repo, name, free_port(), stack)
         body = workdir / "body.json"
@@ -199,6 +213,8 @@ def main() -> int:
     print(f"--sched {args.sched}: server scheduling policy {results['sched']} (1 = FIFO)")
     if args.against:
         print(f"before = seqcast at {args.against}; seqcast API keys: {args.api_key}")
+    if args.variant:
+        print(f"variant = this seqcast with {' '.join(args.variant)}; API keys: {args.api_key}")
     print(f"model {results['model']}; load average {results['load_before']:.2f} before, "
           f"{results['load_after']:.2f} after")  # fmt: skip
     print(

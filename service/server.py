@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import logging.config
 import os
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 
-from service.redaction import LOG_FORMAT, RedactingFormatter, install_log_context
 from service.settings import Settings
+from service.telemetry.logs import logging_config
+from service.telemetry.multiprocess import shared_metrics_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,10 @@ def run(overrides: dict[str, object]) -> int:
     # overrides travel to them as SEQCAST_ variables.
     for key, value in overrides.items():
         os.environ[f"SEQCAST_{key.upper()}"] = str(value)
-    install_log_context()
-    handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-        handlers=[handler],
-    )
+    # The same logging here and, through uvicorn's log_config, in every worker process.
+    level = settings.log_level.upper() if settings.log_level != "trace" else "DEBUG"
+    log_config = logging_config(settings.log_format, level)
+    logging.config.dictConfig(log_config)
     log.info(
         "serving %s on http://%s:%d with %d worker(s)",
         settings.model_dir,
@@ -49,6 +48,13 @@ def run(overrides: dict[str, object]) -> int:
         settings.port,
         settings.workers,
     )
+    # Several workers share their metrics through files in a fresh directory.
+    with shared_metrics_dir(settings.metrics and settings.workers > 1):
+        _serve(settings, log_config)
+    return 0
+
+
+def _serve(settings: Settings, log_config: dict[str, object]) -> None:
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -58,7 +64,6 @@ def run(overrides: dict[str, object]) -> int:
         log_level=settings.log_level,
         # The front door writes the access log (session ids redacted, request ids in).
         access_log=False,
-        log_config=None,  # uvicorn's records go to the handler above
+        log_config=log_config,  # uvicorn's records go to the same handler
         **uvicorn_options(),  # type: ignore[arg-type]
     )
-    return 0

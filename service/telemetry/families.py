@@ -49,6 +49,9 @@ class Spec:
     # Gauges, several workers: how the workers' values combine (prometheus_client's
     # multiprocess_mode; "live..." modes drop the values of a worker that has exited).
     multiprocess_mode: GaugeMode = "livesum"
+    # Updated from worker threads as well as the event loop (the runner's thread pool):
+    # its local values take a lock. The others are only touched on the event loop.
+    threaded: bool = False
 
 
 class Value(Protocol):
@@ -63,18 +66,35 @@ class Value(Protocol):
     def observe(self, amount: float) -> None: ...
 
 
-# One lock for every local value: each update holds it for a few bytecodes, and it is
-# there for the updates made from the thread pool (large predictions run there).
+# One lock for every threaded local value: each update holds it for a few bytecodes.
 _lock = threading.Lock()
 
 
 class _LocalNumber:
-    """A counter's or a gauge's value in this process."""
+    """A counter's or a gauge's value in this process, updated on the event loop only."""
 
     __slots__ = ("value",)
 
     def __init__(self) -> None:
         self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def observe(self, amount: float) -> None:
+        raise TypeError("observe() is for histograms")
+
+
+class _ThreadedNumber(_LocalNumber):
+    """A value also updated from worker threads."""
+
+    __slots__ = ()
 
     def inc(self, amount: float = 1) -> None:
         with _lock:
@@ -84,15 +104,10 @@ class _LocalNumber:
         with _lock:
             self.value -= amount
 
-    def set(self, value: float) -> None:
-        self.value = value
-
-    def observe(self, amount: float) -> None:
-        raise TypeError("observe() is for histograms")
-
 
 class _LocalHistogram:
-    """Bucket counts (not cumulative) and the sum of observations, in this process."""
+    """Bucket counts (not cumulative) and the sum of observations, in this process,
+    updated on the event loop only."""
 
     __slots__ = ("bounds", "counts", "sum")
 
@@ -102,10 +117,8 @@ class _LocalHistogram:
         self.sum = 0.0
 
     def observe(self, amount: float) -> None:
-        i = bisect_left(self.bounds, amount)  # the first bound >= amount: its `le` bucket
-        with _lock:
-            self.counts[i] += 1
-            self.sum += amount
+        self.counts[bisect_left(self.bounds, amount)] += 1  # first bound >= amount: `le`
+        self.sum += amount
 
     def inc(self, amount: float = 1) -> None:
         raise TypeError("inc() is for counters and gauges")
@@ -114,6 +127,18 @@ class _LocalHistogram:
 
     def set(self, value: float) -> None:
         raise TypeError("set() is for gauges")
+
+
+class _ThreadedHistogram(_LocalHistogram):
+    """A histogram also updated from worker threads."""
+
+    __slots__ = ()
+
+    def observe(self, amount: float) -> None:
+        i = bisect_left(self.bounds, amount)
+        with _lock:
+            self.counts[i] += 1
+            self.sum += amount
 
 
 class Family:
@@ -142,9 +167,10 @@ class Family:
             if self._shared is not None:
                 child = self._shared.labels(*values) if values else self._shared
             elif self.spec.kind == "histogram":
-                child = _LocalHistogram(self.spec.buckets)
+                threaded = _ThreadedHistogram if self.spec.threaded else _LocalHistogram
+                child = threaded(self.spec.buckets)
             else:
-                child = _LocalNumber()
+                child = _ThreadedNumber() if self.spec.threaded else _LocalNumber()
             self._children[values] = child
         return child
 

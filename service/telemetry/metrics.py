@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -20,9 +20,10 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.types import Scope
 
 from service.repository import LoadedModel
-from service.telemetry.context import request_model
+from service.telemetry.context import REQUEST_INFO, RequestInfo, request_model
 from service.telemetry.families import Families, Spec, Value
 from service.telemetry.hooks import StepOutcome
+from service.telemetry.multiprocess import MULTIPROC_ENV
 
 # Seconds: from 100 µs (a small predict's compute) to 10 s.
 LATENCY_BUCKETS = (
@@ -39,7 +40,6 @@ COUNT_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024
 
 _MODEL = ("model", "version")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 SPECS = {
     "in_flight": Spec(
@@ -73,6 +73,7 @@ SPECS = {
         "histogram",
         _MODEL,
         LATENCY_BUCKETS,
+        threaded=True,
     ),
     "compute": Spec(
         "seqcast_inference_compute_duration_seconds",
@@ -80,12 +81,14 @@ SPECS = {
         "histogram",
         _MODEL,
         LATENCY_BUCKETS,
+        threaded=True,
     ),
     "executions": Spec(
         "seqcast_inference_executions",
         "Batches run (one inference-core call each, however many calls it answers)",
         "counter",
         _MODEL,
+        threaded=True,
     ),
     "batch_calls": Spec(
         "seqcast_inference_batch_calls",
@@ -93,6 +96,7 @@ SPECS = {
         "histogram",
         _MODEL,
         COUNT_BUCKETS,
+        threaded=True,
     ),
     "run_batch": Spec(
         "seqcast_inference_run_batch_size",
@@ -100,18 +104,21 @@ SPECS = {
         "histogram",
         _MODEL,
         COUNT_BUCKETS,
+        threaded=True,
     ),
     "series": Spec(
         "seqcast_inference_series",
         "Series predicted (one per series of a request, whatever its length)",
         "counter",
         _MODEL,
+        threaded=True,
     ),
     "steps": Spec(
         "seqcast_inference_steps",
         "Recurrent steps run: observed values plus rolled-out forecast steps",
         "counter",
         _MODEL,
+        threaded=True,
     ),
     "created": Spec("seqcast_sessions_created", "Sessions created", "counter", _MODEL),
     "session_steps": Spec(
@@ -147,9 +154,6 @@ class ModelMetrics:
     """The children of one model version, bound once."""
 
     __slots__ = (
-        "_by_code",
-        "_labels",
-        "_requests",
         "batch_calls",
         "compute",
         "created",
@@ -178,18 +182,6 @@ class ModelMetrics:
             outcome: steps.labels(*labels, outcome)
             for outcome in ("applied", "replayed", "conflict")
         }
-        self._requests = f["requests"]
-        self._labels = labels
-        self._by_code: dict[int, Value] = {}
-
-    def requests(self, status: int) -> Value:
-        """The request counter for this answer status."""
-        child = self._by_code.get(status)
-        if child is None:
-            outcome = "success" if 0 < status < 400 else "failure"
-            child = self._requests.labels(*self._labels, outcome, str(status))
-            self._by_code[status] = child
-        return child
 
 
 class Metrics:
@@ -198,7 +190,9 @@ class Metrics:
     def __init__(self) -> None:
         # Worker processes of `seqcast serve` share their values through files.
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
-        self._families = Families(shared=self.multiprocess_dir is not None)
+        self.shared = self.multiprocess_dir is not None
+        self._families = Families(shared=self.shared)
+        self._before_scrape: list[Callable[[], None]] = []
         self.family = {key: self._families.add(spec) for key, spec in SPECS.items()}
         self.registry = CollectorRegistry(auto_describe=False)
         if self.multiprocess_dir is not None:
@@ -217,8 +211,14 @@ class Metrics:
             found = self._models[key] = ModelMetrics(self, (model.name, str(model.version)))
         return found
 
+    def before_scrape(self, flush: Callable[[], None]) -> None:
+        """Call `flush` before each scrape (counts kept aside on the hot path)."""
+        self._before_scrape.append(flush)
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition for this Accept header, and its content type."""
+        for flush in self._before_scrape:
+            flush()
         if self.multiprocess_dir is not None:
             mark_dead_workers(self.multiprocess_dir)
         encoder, content_type = choose_encoder(accept or "")
@@ -258,46 +258,94 @@ def _alive(pid: int) -> bool:
 
 class MetricsObserver:
     """The front door's observer: HTTP requests in flight and answered, and per-model
-    request counts and durations for every request, whichever way it was answered."""
+    request counts and durations for every request, whichever way it was answered.
 
-    def __init__(self, metrics: Metrics, model_routes: Iterable[Any]) -> None:
+    In one process the counts wait in a plain dict keyed by everything their labels
+    need, and reach their metrics when /metrics is scraped (`flush`): one dict update
+    per request instead of two labelled updates and the in-flight gauge's two (measured
+    in-process: about 3 µs a request less). With several workers they go to the shared
+    files at once, since the scraped worker cannot flush the others.
+    """
+
+    def __init__(self, metrics: Metrics, routes: Iterable[Any], model_routes: Iterable[Any]):
         self._metrics = metrics
-        self._in_flight = metrics.in_flight
         self._http = metrics.family["http"]
-        self._http_children: dict[tuple[int, str, int], Value] = {}
-        self._unknown: dict[int, Value] = {}  # model requests of no known model, by status
+        self._requests = metrics.family["requests"]
+        # Route templates by route object id: scope["route"] is one of the app's routes.
+        self._templates = {id(route): getattr(route, "path", "") for route in routes}
         # Routes whose requests are model requests even when they fail before a model
         # version is known (the POST routes with a body, the stream).
         self._model_routes = frozenset(id(route) for route in model_routes)
+        self._children: dict[_Key, tuple[Value, Value | None]] = {}
+        self._durations: dict[tuple[str, int], Value] = {}
+        self._pending: dict[_Key, int] | None = None if metrics.shared else {}
+        self._started = self._ended = 0
+        metrics.before_scrape(self.flush)
 
     def request_started(self, scope: Scope) -> None:
-        self._in_flight.inc()
+        if self._pending is not None:
+            self._started += 1
+        else:
+            self._metrics.in_flight.inc()
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
-        self._in_flight.dec()
-        route = scope.get("route")  # set by the router that matched (or the front door)
+        route = id(scope.get("route"))  # set by the router that matched, or the front door
         method = scope.get("method")
         if method is None:
             method = "WEBSOCKET"
         elif method not in _METHODS:
             method = "other"
-        key = (id(route), method, status)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http.labels(getattr(route, "path", ""), method, str(status))
-            self._http_children[key] = child
-        child.inc()
-        model_route = id(route) in self._model_routes
-        model = request_model(scope, model_route)
-        if model is not None:
-            counted = self._metrics.model(model)
-            counted.requests(status).inc()
-            if method != "WEBSOCKET":  # a stream's duration is the connection's
-                counted.request_duration.observe(seconds)
-        elif model_route:
-            unknown = self._unknown.get(status)
-            if unknown is None:
+        info: RequestInfo | None = scope.get(REQUEST_INFO)
+        model = info.model if info is not None else None
+        if model is None and route in self._model_routes:
+            model = request_model(scope, True)
+            name, version = (model.name, model.version) if model else ("", 0)  # unknown: ""
+        elif model is not None:
+            name, version = model.name, model.version
+        else:
+            name, version = None, 0  # not a model request
+        if model is not None and method != "WEBSOCKET":  # a stream's time is its connection's
+            duration = self._durations.get((model.name, model.version))
+            if duration is None:
+                duration = self._durations[(model.name, model.version)] = self._metrics.model(
+                    model
+                ).request_duration
+            duration.observe(seconds)
+        key = (route, method, status, name, version)
+        pending = self._pending
+        if pending is not None:
+            pending[key] = pending.get(key, 0) + 1
+            self._ended += 1
+        else:
+            self._count(key, 1)
+            self._metrics.in_flight.dec()
+
+    def flush(self) -> None:
+        """Move the waiting counts to their metrics (one process: before each scrape)."""
+        pending = self._pending
+        if pending is None:
+            return
+        for key, count in pending.items():
+            self._count(key, count)
+        pending.clear()
+        self._metrics.in_flight.set(self._started - self._ended)
+
+    def _count(self, key: _Key, count: int) -> None:
+        children = self._children.get(key)
+        if children is None:
+            route, method, status, name, version = key
+            template = self._templates.get(route, "")
+            http = self._http.labels(template, method, str(status))
+            model = None
+            if name is not None:
                 outcome = "success" if 0 < status < 400 else "failure"
-                unknown = self._metrics.family["requests"].labels("", "", outcome, str(status))
-                self._unknown[status] = unknown
-            unknown.inc()
+                labels = (name, str(version) if name else "", outcome, str(status))
+                model = self._requests.labels(*labels)
+            children = self._children[key] = (http, model)
+        children[0].inc(count)
+        if children[1] is not None:
+            children[1].inc(count)
+
+
+# (route id, method, status, model name or None when not a model request, version)
+_Key = tuple[int, str, int, str | None, int]

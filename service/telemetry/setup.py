@@ -46,7 +46,7 @@ class Telemetry:
             # a model version is known: the routes with a JSON body, and the stream.
             model_routes: list[Any] = [route for route, _ in declared_routes(app)]
             model_routes += [r for r in app.router.routes if isinstance(r, APIWebSocketRoute)]
-            observers.append(MetricsObserver(self.metrics, model_routes))
+            observers.append(MetricsObserver(self.metrics, app.router.routes, model_routes))
         return observers
 
     def close(self) -> None:
