@@ -4,9 +4,10 @@ and against an earlier seqcast commit.
 The servers run as real uvicorn processes on loopback with the same options (one
 worker, uvloop + httptools, no access log) pinned to CPU 0; wrk runs pinned to CPU 1.
 Every request is one series of 20 values with a state, answered with the new state.
-Runs alternate between the servers (seqcast / [before] / baseline, repeated) so drifting
-machine load hits all alike; the table reports the mean requests/s and the median of p50
-and p99, and seqcast's rate divided by each other server's.
+Runs alternate between the servers (seqcast / [before] / [variant] / baseline, each round
+starting with the next one) so drifting machine load hits all alike; the table reports the
+mean requests/s and the median of p50 and p99, and seqcast's rate divided by each other
+server's.
 
     .venv/bin/python -m bench.predict_bench --duration 12 --warmup 2 --rounds 2  # as in docs
     .venv/bin/python -m bench.predict_bench --against b910520 --api-key   # a change, keys on
@@ -194,8 +195,12 @@ def main() -> int:
             for url, pid in servers.values():
                 wrk(url, pid, name, connections, args.warmup, lua, body)
             runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
-            for _ in range(args.rounds):
-                for kind, (url, pid) in servers.items():
+            order = list(servers)
+            for round_ in range(args.rounds):
+                # Each round starts with the next server, so none always runs first.
+                shift = round_ % len(order)
+                for kind in order[shift:] + order[:shift]:
+                    url, pid = servers[kind]
                     r = wrk(url, pid, name, connections, args.duration, lua, body)
                     if r["errors"] or r["non2xx"]:
                         raise RuntimeError(f"{kind} had failed requests: {r}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -139,6 +139,23 @@ class _ThreadedHistogram(_LocalHistogram):
         with _lock:
             self.counts[i] += 1
             self.sum += amount
+
+    def observe_all(self, amounts: Iterable[float]) -> None:
+        bounds = self.bounds
+        found = [(bisect_left(bounds, amount), amount) for amount in amounts]
+        with _lock:  # once for them all
+            for i, amount in found:
+                self.counts[i] += 1
+                self.sum += amount
+
+
+def observe_all(histogram: Value, amounts: Iterable[float]) -> None:
+    """Observe each amount (taking a threaded local histogram's lock once)."""
+    if isinstance(histogram, _ThreadedHistogram):
+        histogram.observe_all(amounts)
+    else:
+        for amount in amounts:
+            histogram.observe(amount)
 
 
 class Family:

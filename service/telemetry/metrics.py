@@ -19,6 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import Scope
 
+from service.api.paths import STATIC_PREFIX
 from service.repository import LoadedModel
 from service.telemetry.context import REQUEST_INFO, RequestInfo, request_model
 from service.telemetry.families import Families, Spec, Value
@@ -267,15 +268,16 @@ class MetricsObserver:
     files at once, since the scraped worker cannot flush the others.
     """
 
-    def __init__(self, metrics: Metrics, routes: Iterable[Any], model_routes: Iterable[Any]):
+    def __init__(self, metrics: Metrics, model_routes: Iterable[str]):
         self._metrics = metrics
         self._http = metrics.family["http"]
         self._requests = metrics.family["requests"]
-        # Route templates by route object id: scope["route"] is one of the app's routes.
-        self._templates = {id(route): getattr(route, "path", "") for route in routes}
-        # Routes whose requests are model requests even when they fail before a model
-        # version is known (the POST routes with a body, the stream).
-        self._model_routes = frozenset(id(route) for route in model_routes)
+        # Templates of routes whose requests are model requests even when they fail
+        # before a model version is known (the POST routes with a body, the stream).
+        self._model_templates = frozenset(model_routes)
+        # By id of the route object the router put in the scope (the app's routes live
+        # as long as it does; the entry keeps it alive): (route, template, model route).
+        self._routes: dict[int, tuple[Any, str, bool]] = {}
         self._children: dict[_Key, tuple[Value, Value | None]] = {}
         self._durations: dict[tuple[str, int], Value] = {}
         self._pending: dict[_Key, int] | None = None if metrics.shared else {}
@@ -289,7 +291,11 @@ class MetricsObserver:
             self._metrics.in_flight.inc()
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
-        route = id(scope.get("route"))  # set by the router that matched, or the front door
+        route = scope.get("route")  # set by the router that matched, or the front door
+        known = self._routes.get(id(route))
+        if known is None:
+            known = self._route(route, scope["path"])
+        template, model_route = known[1], known[2]
         method = scope.get("method")
         if method is None:
             method = "WEBSOCKET"
@@ -297,7 +303,7 @@ class MetricsObserver:
             method = "other"
         info: RequestInfo | None = scope.get(REQUEST_INFO)
         model = info.model if info is not None else None
-        if model is None and route in self._model_routes:
+        if model is None and model_route:
             model = request_model(scope, True)
             name, version = (model.name, model.version) if model else ("", 0)  # unknown: ""
         elif model is not None:
@@ -311,7 +317,7 @@ class MetricsObserver:
                     model
                 ).request_duration
             duration.observe(seconds)
-        key = (route, method, status, name, version)
+        key = (template, method, status, name, version)
         pending = self._pending
         if pending is not None:
             pending[key] = pending.get(key, 0) + 1
@@ -319,6 +325,17 @@ class MetricsObserver:
         else:
             self._count(key, 1)
             self._metrics.in_flight.dec()
+
+    def _route(self, route: Any, path: str) -> tuple[Any, str, bool]:
+        """What the observer needs of a route object, learnt the first time it is seen."""
+        if route is None:  # no route matched, the request was refused first, or static
+            template = STATIC_PREFIX if path.startswith(STATIC_PREFIX + "/") else ""
+            return None, template, False
+        template = getattr(route, "path", "")
+        known = (route, template, template in self._model_templates)
+        if len(self._routes) < 1000:  # an app has a few dozen
+            self._routes[id(route)] = known
+        return known
 
     def flush(self) -> None:
         """Move the waiting counts to their metrics (one process: before each scrape)."""
@@ -333,8 +350,7 @@ class MetricsObserver:
     def _count(self, key: _Key, count: int) -> None:
         children = self._children.get(key)
         if children is None:
-            route, method, status, name, version = key
-            template = self._templates.get(route, "")
+            template, method, status, name, version = key
             http = self._http.labels(template, method, str(status))
             model = None
             if name is not None:
@@ -347,5 +363,5 @@ class MetricsObserver:
             children[1].inc(count)
 
 
-# (route id, method, status, model name or None when not a model request, version)
-_Key = tuple[int, str, int, str | None, int]
+# (route template, method, status, model name or None when not a model request, version)
+_Key = tuple[str, str, int, str | None, int]

@@ -7,11 +7,11 @@ from typing import Any
 
 from anyio.to_thread import run_sync
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.routing import APIWebSocketRoute
 from starlette.responses import Response
 
 from service.api.body_routes import declared_routes
 from service.api.front_door import RequestObserver
+from service.api.routes import stream
 from service.settings import Settings
 from service.telemetry.hooks import NO_RUN_HOOKS, NO_SESSION_HOOKS, RunHooks, SessionHooks
 from service.telemetry.metrics import Metrics, MetricsObserver
@@ -44,9 +44,9 @@ class Telemetry:
             app.include_router(_metrics_router(self.metrics))
             # Requests on these routes are model requests even when they fail before
             # a model version is known: the routes with a JSON body, and the stream.
-            model_routes: list[Any] = [route for route, _ in declared_routes(app)]
-            model_routes += [r for r in app.router.routes if isinstance(r, APIWebSocketRoute)]
-            observers.append(MetricsObserver(self.metrics, app.router.routes, model_routes))
+            model_routes = [route.path for route, _ in declared_routes(app)]
+            model_routes += [getattr(route, "path", "") for route in stream.router.routes]
+            observers.append(MetricsObserver(self.metrics, model_routes))
         return observers
 
     def close(self) -> None:

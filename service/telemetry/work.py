@@ -13,6 +13,7 @@ import numpy as np
 from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_steps
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
+from service.telemetry.families import observe_all
 from service.telemetry.hooks import StepOutcome
 from service.telemetry.metrics import Metrics, ModelMetrics
 from service.telemetry.store import MeasuredStore
@@ -77,8 +78,8 @@ class RunTelemetry:
         if self._metrics is not None:
             counted = self._metrics.model(model)
             now = perf_counter()
-            for ticket in tickets:
-                counted.queue.observe(now - (ticket if tracing is None else ticket[0]))
+            queued = tickets if tracing is None else [ticket[0] for ticket in tickets]
+            observe_all(counted.queue, [now - t for t in queued])
             counted.batch_calls.observe(len(tickets))
         if tracing is None:
             return _NULL
