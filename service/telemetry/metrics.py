@@ -263,9 +263,9 @@ class MetricsObserver:
 
     In one process the counts wait in a plain dict keyed by everything their labels
     need, and reach their metrics when /metrics is scraped (`flush`): one dict update
-    per request instead of two labelled updates and the in-flight gauge's two (measured
-    in-process: about 3 µs a request less). With several workers they go to the shared
-    files at once, since the scraped worker cannot flush the others.
+    per request instead of two labelled updates and the in-flight gauge's two. With
+    several workers they go to the shared files at once, since the scraped worker
+    cannot flush the others.
     """
 
     def __init__(self, metrics: Metrics, model_routes: Iterable[str]):
