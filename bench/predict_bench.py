@@ -4,13 +4,15 @@ and against an earlier seqcast commit.
 The servers run as real uvicorn processes on loopback with the same options (one
 worker, uvloop + httptools, no access log) pinned to CPU 0; wrk runs pinned to CPU 1.
 Every request is one series of 20 values with a state, answered with the new state.
-Runs alternate between the servers (seqcast / [before] / baseline, repeated) so drifting
-machine load hits all alike; the table reports the mean requests/s and the median of p50
-and p99, and seqcast's rate divided by each other server's.
+Runs alternate between the servers (seqcast / [before] / [variant] / baseline, each round
+starting with the next one) so drifting machine load hits all alike; the table reports the
+mean requests/s and the median of p50 and p99, and seqcast's rate divided by each other
+server's.
 
     .venv/bin/python -m bench.predict_bench --duration 12 --warmup 2 --rounds 2  # as in docs
     .venv/bin/python -m bench.predict_bench --against b910520 --api-key   # a change, keys on
     .venv/bin/python -m bench.predict_bench --sched fifo    # a machine loaded by other work
+    .venv/bin/python -m bench.predict_bench --variant SEQCAST_METRICS=false  # same code, a setting
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
     .venv/bin/python -m bench.predict_bench --serve --against 85b8e62   # as `seqcast serve`
 
@@ -70,6 +72,7 @@ def start(
     source: Path = ROOT,
     keys: bool = False,
     serve: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[str, int]:
     """Start one server on CPU 0 and wait until it answers; returns its base URL and pid.
 
@@ -82,6 +85,7 @@ def start(
     env["SEQCAST_ACCESS_LOG"] = "false"  # as --no-access-log below: no access log anywhere
     if keys:
         env["SEQCAST_API_KEYS"] = f"bench:{BENCH_KEY}"
+    env.update(extra_env or {})
     target = "bench.baseline_app:create_app" if kind == "baseline" else "service.app:create_app"
     cmd = [
         *PREFIX, "taskset", "-c", "0", sys.executable, "-m", "uvicorn", target, "--factory",
@@ -155,6 +159,12 @@ def main() -> int:
     parser.add_argument(
         "--against", metavar="REV", help="also run seqcast as of this git commit ('before')"
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="also run this seqcast with these environment settings ('variant')",
+    )
     parser.add_argument("--api-key", action="store_true", help="run this seqcast with API keys on")
     parser.add_argument("--no-baseline", action="store_true", help="leave the baseline out")
     parser.add_argument(
@@ -187,6 +197,18 @@ def main() -> int:
             servers["before"] = start(
                 "before", repo, name, free_port(), stack, source=before, serve=args.serve
             )
+        if args.variant:
+            extra = dict(item.split("=", 1) for item in args.variant)
+            servers["variant"] = start(
+                "variant",
+                repo,
+                name,
+                free_port(),
+                stack,
+                keys=args.api_key,
+                extra_env=extra,
+                serve=args.serve,
+            )
         if not args.no_baseline:
             servers["baseline"] = start("baseline", repo, name, free_port(), stack)
         body = workdir / "body.json"
@@ -198,8 +220,12 @@ def main() -> int:
             for url, pid in servers.values():
                 wrk(url, pid, name, connections, args.warmup, lua, body)
             runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
-            for _ in range(args.rounds):
-                for kind, (url, pid) in servers.items():
+            order = list(servers)
+            for round_ in range(args.rounds):
+                # Each round starts with the next server, so none always runs first.
+                shift = round_ % len(order)
+                for kind in order[shift:] + order[:shift]:
+                    url, pid = servers[kind]
                     r = wrk(url, pid, name, connections, args.duration, lua, body)
                     if r["errors"] or r["non2xx"]:
                         raise RuntimeError(f"{kind} had failed requests: {r}")
@@ -217,6 +243,8 @@ def main() -> int:
     print(f"--sched {args.sched}: server scheduling policy {results['sched']} (1 = FIFO)")
     if args.against:
         print(f"before = seqcast at {args.against}; seqcast API keys: {args.api_key}")
+    if args.variant:
+        print(f"variant = this seqcast with {' '.join(args.variant)}; API keys: {args.api_key}")
     print(f"model {results['model']}; load average {results['load_before']:.2f} before, "
           f"{results['load_after']:.2f} after")  # fmt: skip
     print(

@@ -32,6 +32,7 @@ from service.reload import Reloader, reloading
 from service.runner import ModelRunner
 from service.sessions.factory import limits_of, make_session_manager
 from service.settings import Settings
+from service.telemetry.setup import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def pool_runs(settings: Settings) -> int:
     return settings.pool_runs or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
+def _lifespan(settings: Settings, telemetry: Telemetry) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if settings.fixed_malloc_thresholds:
@@ -66,6 +67,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             chunk_steps=settings.chunk_steps,
             pool_runs=pool_runs(settings),
             pool_queue_steps=settings.pool_queue_steps,
+            hooks=telemetry.run_hooks,
         )
         # SIGHUP and polling re-scan from here on (service.reload).
         async with reloading(reloader, runner, settings.reload_poll_s):
@@ -75,7 +77,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                     "%d model version(s) failed to load; /readyz answers 503",
                     len(loaded.failures),
                 )
-            sessions = make_session_manager(settings, reloader, runner)
+            sessions = make_session_manager(settings, reloader, runner, telemetry.session_hooks)
             state = AppState(settings, reloader, runner, sessions, limits_of(settings))
             # Everything built so far lives as long as the app: move it out of the garbage
             # collector's generations, so collections under load walk only request objects.
@@ -85,6 +87,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                 yield lifespan_state(state)
             finally:
                 await sessions.store.aclose()
+                telemetry.close()
 
     return lifespan
 
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     # Bad key settings stop start-up here, with the entry at fault named.
     keys = load_keys(settings.api_keys.get_secret_value(), settings.api_keys_file)
     admin = admin_router(settings, keys)  # None unless SEQCAST_ADMIN_KEYS names keys
+    telemetry = Telemetry(settings)
     app = FastAPI(
         title="seqcast",
         version=__version__,
@@ -105,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
             "exact for it: feature count, state shape, horizon, value range. Any other name "
             "is answered 404. Every error has the ErrorResponse shape."
         ),
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, telemetry),
         docs_url=None,  # served from local assets by service.api.routes.docs
         redoc_url=None,
         openapi_url=None,  # built per app for its models by service.api.openapi
@@ -117,4 +121,5 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     add_body_routes(app.router, BODY_ROUTES)
     app.include_router(openapi_router(OpenApiDocument(app, settings, keys=keys.enabled)))
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
-    return FrontDoor(app, settings, keys)
+    observers = telemetry.install(app)  # /metrics, and the observers of metrics and tracing
+    return FrontDoor(app, settings, keys, observers)

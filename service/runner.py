@@ -34,6 +34,8 @@ from service.inference import (
     work_steps,
 )
 from service.repository import LoadedModel
+from service.telemetry.context import note_model
+from service.telemetry.hooks import NO_RUN_HOOKS, RunHooks
 
 
 class Overloaded(Exception):
@@ -52,6 +54,7 @@ class _Call:
     inputs: Sequence[SeriesInput]
     steps: int
     future: asyncio.Future[list[SeriesOutput]]
+    ticket: object  # from RunHooks.queued (metrics, tracing)
 
 
 class ModelRunner:
@@ -64,8 +67,10 @@ class ModelRunner:
         chunk_steps: int = DEFAULT_CHUNK_STEPS,
         pool_runs: int = 1,
         pool_queue_steps: int = 2**63 - 1,
+        hooks: RunHooks = NO_RUN_HOOKS,
     ) -> None:
         self._inline_max_steps = inline_max_steps
+        self._hooks = hooks  # metrics and tracing (service.telemetry)
         self._chunk_steps = chunk_steps
         self._pool = asyncio.Semaphore(pool_runs)
         self._pool_queue_steps = pool_queue_steps
@@ -79,7 +84,7 @@ class ModelRunner:
     def core(self, model: LoadedModel) -> InferenceCore:
         core = self._cores.get(model)
         if core is None:
-            core = InferenceCore(model, self._chunk_steps)
+            core = self._hooks.core(model, self._chunk_steps)
             if model not in self._retired:
                 self._cores[model] = core
         return core
@@ -100,21 +105,23 @@ class ModelRunner:
         calls, so that running them again gives bit-identical outputs.
         """
         steps = work_steps(inputs)
+        note_model(model)
+        ticket = self._hooks.queued(model)
         if steps > self._inline_max_steps:
-            return await self._run_pooled(model, inputs, steps)
+            return await self._run_pooled(model, inputs, steps, ticket)
         if alone:
-            return self.core(model).predict(inputs)
+            return self._predict(self.core(model), inputs, ticket)
         loop = asyncio.get_running_loop()
         waiting = self._waiting.get(model)
         if waiting is None:
             waiting = self._waiting[model] = []
             loop.call_soon(self._flush, model)
-        call = _Call(inputs, steps, loop.create_future())
+        call = _Call(inputs, steps, loop.create_future(), ticket)
         waiting.append(call)
         return await call.future
 
     async def _run_pooled(
-        self, model: LoadedModel, inputs: Sequence[SeriesInput], steps: int
+        self, model: LoadedModel, inputs: Sequence[SeriesInput], steps: int, ticket: object
     ) -> list[SeriesOutput]:
         """On a worker thread, once one of the `pool_runs` slots is free (or Overloaded)."""
         waits = self._pool.locked()
@@ -129,7 +136,7 @@ class ModelRunner:
                 self._queued_steps -= steps
         # The slot is released when the run ends, not when its caller leaves (a client
         # gone, a shutdown): a thread cannot be stopped, so it still holds a core.
-        run = asyncio.ensure_future(run_sync(self.core(model).predict, inputs))
+        run = asyncio.ensure_future(run_sync(self._predict, self.core(model), inputs, ticket))
         run.add_done_callback(self._release)
         return await asyncio.shield(run)
 
@@ -138,11 +145,18 @@ class ModelRunner:
         if not run.cancelled():
             run.exception()  # retrieved here too, for a caller that has left
 
+    def _predict(
+        self, core: InferenceCore, inputs: Sequence[SeriesInput], ticket: object
+    ) -> list[SeriesOutput]:
+        with self._hooks.batch(core.model, (ticket,)):
+            return core.predict(inputs)
+
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)
         core = self.core(model)
         for batch in _batches(calls, self._inline_max_steps):
-            _run_batch(core, batch)
+            with self._hooks.batch(model, [call.ticket for call in batch]):
+                _run_batch(core, batch)
 
 
 def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import logging.config
 import os
 import resource
 import signal
@@ -27,9 +28,10 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.server import HANDLED_SIGNALS
 
 from service.http_protocol import BoundsConfig
-from service.redaction import LOG_FORMAT, RedactingFormatter, install_log_context
 from service.settings import Settings
 from service.supervisor import ForwardingSupervisor, mark_supervisor
+from service.telemetry.logs import logging_config
+from service.telemetry.multiprocess import shared_metrics_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,8 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def server_config(settings: Settings) -> BoundsConfig:
-    """The uvicorn configuration `seqcast serve` runs with."""
+def server_config(settings: Settings, log_config: dict[str, Any] | None = None) -> BoundsConfig:
+    """The uvicorn configuration `seqcast serve` runs with (`log_config`: for every worker)."""
     options: dict[str, Any] = {
         "factory": True,
         "host": settings.host,
@@ -68,7 +70,7 @@ def server_config(settings: Settings) -> BoundsConfig:
         "log_level": settings.log_level,
         # The front door writes the access log (session ids redacted, request ids in).
         "access_log": False,
-        "log_config": None,  # uvicorn's records go to seqcast's handler
+        "log_config": log_config,  # uvicorn's records (and workers') go to seqcast's handler
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         **uvicorn_options(),
     }
@@ -110,13 +112,10 @@ def run(overrides: dict[str, object]) -> int:
     # overrides travel to them as SEQCAST_ variables.
     for key, value in overrides.items():
         os.environ[f"SEQCAST_{key.upper()}"] = str(value)
-    install_log_context()
-    handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-        handlers=[handler],
-    )
+    # The same logging here and, through uvicorn's log_config, in every worker process.
+    level = settings.log_level.upper() if settings.log_level != "trace" else "DEBUG"
+    log_config = logging_config(settings.log_format, level)
+    logging.config.dictConfig(log_config)
     log.info(
         "serving %s on http://%s:%d with %d worker(s)",
         settings.model_dir,
@@ -125,13 +124,15 @@ def run(overrides: dict[str, object]) -> int:
         settings.workers,
     )
     _enough_file_descriptors(settings)
-    config = server_config(settings)
-    if settings.workers > 1:
-        # The parent process exits 0 once every worker has ended (each has shut down
-        # within shutdown_timeout_s). SIGHUP re-scans in every worker, not a restart.
-        mark_supervisor()
-        ForwardingSupervisor(config, sockets=[config.bind_socket()]).run()
-        return 0
-    server = Server(config)
-    server.run()
+    config = server_config(settings, log_config)
+    # Several workers share their metrics through files in a fresh directory.
+    with shared_metrics_dir(settings.metrics and settings.workers > 1):
+        if settings.workers > 1:
+            # The parent process exits 0 once every worker has ended (each has shut down
+            # within shutdown_timeout_s). SIGHUP re-scans in every worker, not a restart.
+            mark_supervisor()
+            ForwardingSupervisor(config, sockets=[config.bind_socket()]).run()
+            return 0
+        server = Server(config)
+        server.run()
     return 0 if server.started else STARTUP_FAILURE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Groups of paths SEQCAST_AUTH_EXEMPT can free from needing a key.
-AUTH_EXEMPT_GROUPS = ("health", "docs")
+AUTH_EXEMPT_GROUPS = ("health", "docs", "metrics")
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
     # ... or one per line in this file (blank lines and # comments allowed).
     api_keys_file: Path | None = None
     # Paths answered without a key when keys are on: "health" (/healthz, /readyz),
-    # "docs" (/docs, /openapi.json and their assets); comma-separated, or "none".
+    # "docs" (/docs, /openapi.json and their assets), "metrics" (/metrics);
+    # comma-separated, or "none".
     auth_exempt: str = "health"
     # Browser origins (scheme://host[:port]) allowed besides the service's own host:
     # requests from other origins get 403, and these get CORS headers. Empty: none.
@@ -134,6 +136,15 @@ class Settings(BaseSettings):
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 8.0
     # Open connections per worker process; more are answered 503 and closed.
     max_connections: Annotated[int, Field(ge=1)] = 2048
+    # Observability (docs/observability.md).
+    # Prometheus metrics at /metrics (behind the API keys unless SEQCAST_AUTH_EXEMPT
+    # names "metrics"); off: no /metrics and nothing is counted.
+    metrics: bool = True
+    # OpenTelemetry spans for requests, batches, ONNX Runtime runs and session store
+    # calls; needs the otel extra (pip install 'seqcast[otel]').
+    tracing: bool = False
+    # "text": one line per record as before; "json": one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("providers")
     @classmethod
@@ -146,6 +157,15 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"providers lists a name twice: {value!r}")
         return ",".join(names)
+
+    @field_validator("tracing")
+    @classmethod
+    def _tracing_installed(cls, value: bool) -> bool:
+        if value and not _installed("opentelemetry.sdk.trace"):
+            raise ValueError(
+                "tracing needs OpenTelemetry, which is not installed: pip install 'seqcast[otel]'"
+            )
+        return value
 
     @field_validator("auth_exempt")
     @classmethod
@@ -191,3 +211,10 @@ class Settings(BaseSettings):
                 f"the largest size (max_values_per_series + max_horizon - 1 = {one_series})"
             )
         return self
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False

@@ -39,6 +39,7 @@ from service.api.state import OWNER_KEY, app_state, owner_of
 from service.inputs import shown
 from service.redaction import redacted_path, request_id_var
 from service.settings import Settings
+from service.telemetry.context import REQUEST_INFO, RequestInfo, request_info_var, request_model
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("seqcast.access")
@@ -68,13 +69,17 @@ class AccessLog:
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
+        method = scope.get("method", "WS")
+        path = redacted_path(scope["path"])
+        key = scope.get(OWNER_KEY) or "-"
+        model = request_model(scope, True)
+        # The fields again, for JSON log lines (SEQCAST_LOG_FORMAT=json).
+        fields = {"method": method, "path": path, "status": status, "key": key}
+        fields["duration_ms"] = round(seconds * 1000, 3)
+        if model is not None:
+            fields["model"], fields["version"] = model.name, model.version
         access_log.info(
-            "%s %s %d %.1fms key=%s",
-            scope.get("method", "WS"),
-            redacted_path(scope["path"]),
-            status,
-            seconds * 1000,
-            scope.get(OWNER_KEY) or "-",
+            "%s %s %d %.1fms key=%s", method, path, status, seconds * 1000, key, extra=fields
         )
 
 
@@ -113,6 +118,9 @@ class FrontDoor:
         if rid is None or not _REQUEST_ID.match(rid):
             rid = b"%s-%x" % (self._id_prefix, next(self._ids))
         token = request_id_var.set(rid.decode())
+        # The work layers note the model version they run here (service.telemetry.context).
+        info = scope[REQUEST_INFO] = RequestInfo()
+        info_token = request_info_var.set(info)
         added = [(b"x-request-id", rid)]
         origin = headers.get(b"origin")
         cors = origin is not None and origin in self._origins
@@ -139,6 +147,7 @@ class FrontDoor:
                 elapsed = time.perf_counter() - started
                 for observer in self._observers:
                     observer.request_ended(scope, status, elapsed)
+            request_info_var.reset(info_token)
             request_id_var.reset(token)
 
     async def _forward(
@@ -192,7 +201,8 @@ class FrontDoor:
             match = route.path_regex.match(path)
             if match is not None:
                 scope["route"] = route
-                return declared, match.groupdict()
+                params = scope["path_params"] = match.groupdict()  # as Starlette's routes
+                return declared, params
         return None
 
     def _admit(self, scope: Scope, headers: Headers, cors: bool) -> None:

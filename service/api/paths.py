@@ -8,6 +8,7 @@ STATIC_PREFIX = "/static/swagger-ui"  # Swagger UI's assets, served from swagger
 _EXEMPT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "health": (("/healthz", "/readyz"), ()),
     "docs": (("/docs", "/openapi.json"), (STATIC_PREFIX + "/",)),
+    "metrics": (("/metrics",), ()),
 }
 
 

@@ -14,6 +14,7 @@ from service.sessions.memory import MemoryStore
 from service.sessions.redis_store import RedisStore
 from service.sessions.store import OwnerQuota, SessionStore
 from service.settings import Settings
+from service.telemetry.hooks import NO_SESSION_HOOKS, SessionHooks
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,12 @@ RECENT_RECORDS = 10_000
 
 
 def make_session_manager(
-    settings: Settings, repository: ModelLookup, runner: ModelRunner
+    settings: Settings,
+    repository: ModelLookup,
+    runner: ModelRunner,
+    hooks: SessionHooks = NO_SESSION_HOOKS,
 ) -> SessionManager:
-    store = make_store(settings)
+    store = hooks.wrap_store(make_store(settings))  # measured when metrics or tracing are on
     quota = OwnerQuota(
         max_live=settings.session_quota_live,
         rate=settings.session_quota_rate,
@@ -74,4 +78,5 @@ def make_session_manager(
         replay_max_bytes=settings.session_replay_max_bytes,
         # Reading the memory store costs nothing; only a remote store gains from this.
         recent_records=RECENT_RECORDS if store.kind == "redis" else 0,
+        hooks=hooks,
     )

@@ -37,6 +37,8 @@ from service.sessions.record import (
     unpack_state,
 )
 from service.sessions.store import Advance, OwnerQuota, SessionStore
+from service.telemetry.context import note_model
+from service.telemetry.hooks import NO_SESSION_HOOKS, SessionHooks
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class SessionManager:
         replay_max_bytes: int = 64 * 1024,
         clock: Callable[[], float] = time.time,
         recent_records: int = 0,
+        hooks: SessionHooks = NO_SESSION_HOOKS,
     ) -> None:
         """``recent_records``: how many sessions' latest records to keep in this process
         (0: none) so that a step on a session this process stepped last skips the read.
@@ -116,6 +119,7 @@ class SessionManager:
         self.limits = limits
         self.quota = quota
         self._run = run
+        self._hooks = hooks  # metrics (service.telemetry); the store comes wrapped already
         self._replay_max_bytes = replay_max_bytes
         self._clock = clock
         # The record each session had after its last step through this process, used
@@ -149,6 +153,7 @@ class SessionManager:
         c: np.ndarray | None = None,
     ) -> SessionRecord:
         """A new session of `owner` at offset 0, or after the warm-up values."""
+        note_model(model)
         layers, hidden = model.state_shape
         zeros = np.zeros((layers, hidden), dtype=np.float32)
         offset = 0
@@ -169,6 +174,7 @@ class SessionManager:
             token=new_token(),
         )
         await self.store.create(record, self.quota)
+        self._hooks.created(model)
         self._remember(record)
         log.info(
             "session %s created on %s v%d at offset %d (%s store)",
@@ -223,6 +229,7 @@ class SessionManager:
                 if record is None:
                     record = await self.get(session_id, owner)
                 model = self.model_of(record)
+                note_model(model)
                 if array is None:
                     check_horizon(horizon, model, self.limits, "horizon")
                     array = values_array(values, model, self.limits, "values")
@@ -232,11 +239,14 @@ class SessionManager:
                     log.info(
                         "session %s: step at offset %d replayed", session_tag(session_id), offset
                     )
+                    self._hooks.step(model, "replayed")
                     return await self._replay(model, record, last, array, horizon)
                 if offset != record.offset:
+                    self._hooks.step(model, "conflict")
                     raise OffsetConflict(offset, record.offset)
                 outcome, result, advanced = await self._apply(model, record, array, horizon, digest)
                 if outcome is Advance.APPLIED:
+                    self._hooks.step(model, "applied")
                     self._remember(advanced)
                     return result
                 self._recent.pop(session_id, None)
@@ -247,6 +257,7 @@ class SessionManager:
                     session_tag(session_id),
                 )
             current = await self.get(session_id, owner)
+            self._hooks.step(model, "conflict")
             raise OffsetConflict(offset, current.offset)
 
     def _answer_fits(self, model: LoadedModel, steps: int, horizon: int) -> bool:

@@ -1,0 +1,73 @@
+"""What the model runner and the session manager call so that their work is measured.
+
+The defaults do nothing (metrics and tracing off); service.telemetry.setup builds the
+ones that count and trace. Both layers call them where the work happens, so every way
+in (the front door's routes, FastAPI's routes, the WebSocket stream) is measured alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Literal, Protocol
+
+from service.inference import InferenceCore
+from service.repository import LoadedModel
+from service.sessions.store import SessionStore
+
+StepOutcome = Literal["applied", "replayed", "conflict"]
+
+
+class RunHooks(Protocol):
+    """Called by service.runner.ModelRunner."""
+
+    def core(self, model: LoadedModel, chunk_steps: int) -> InferenceCore:
+        """The inference core to run this model version with (made once per version)."""
+
+    def queued(self, model: LoadedModel) -> object:
+        """A call for this model was made; returns its ticket (when, and its trace)."""
+
+    def batch(self, model: LoadedModel, tickets: Sequence[object]) -> AbstractContextManager[None]:
+        """These calls start to run as one batch; the batch runs inside the context."""
+
+
+class SessionHooks(Protocol):
+    """Called by service.sessions.manager.SessionManager and its factory."""
+
+    def wrap_store(self, store: SessionStore) -> SessionStore:
+        """The store the manager uses: `store` itself, or one that measures it."""
+
+    def created(self, model: LoadedModel) -> None:
+        """A session on this model version was created."""
+
+    def step(self, model: LoadedModel, outcome: StepOutcome) -> None:
+        """A step was applied, answered as a replay, or refused for its offset (409)."""
+
+
+_NULL: AbstractContextManager[None] = nullcontext()
+
+
+class NoRunHooks:
+    def core(self, model: LoadedModel, chunk_steps: int) -> InferenceCore:
+        return InferenceCore(model, chunk_steps)
+
+    def queued(self, model: LoadedModel) -> object:
+        return None
+
+    def batch(self, model: LoadedModel, tickets: Sequence[object]) -> AbstractContextManager[None]:
+        return _NULL
+
+
+class NoSessionHooks:
+    def wrap_store(self, store: SessionStore) -> SessionStore:
+        return store
+
+    def created(self, model: LoadedModel) -> None:
+        pass
+
+    def step(self, model: LoadedModel, outcome: StepOutcome) -> None:
+        pass
+
+
+NO_RUN_HOOKS: RunHooks = NoRunHooks()
+NO_SESSION_HOOKS: SessionHooks = NoSessionHooks()

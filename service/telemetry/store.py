@@ -1,0 +1,101 @@
+"""A session store that measures the store it wraps: latency, errors, live sessions, spans.
+
+Installed by service.sessions.factory (through the session hooks) around whichever store
+the settings name, so the stores themselves know nothing of metrics. Everything else is
+the wrapped store's: other attributes are looked up on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from service.sessions.record import SessionRecord
+from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, SessionStore, StoreFull
+from service.telemetry.families import Value
+from service.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from service.telemetry.tracing import Tracing
+
+_T = TypeVar("_T")
+_OPERATIONS = ("create", "get", "delete", "live_sessions", "compare_and_advance", "ping")
+_REFUSALS = (StoreFull, QuotaExceeded)  # the store answered: not a store error
+
+
+class MeasuredStore:
+    """SessionStore over another SessionStore, timing and counting every call."""
+
+    def __init__(self, inner: SessionStore, metrics: Metrics | None, tracing: Tracing | None):
+        self.inner = inner
+        self.kind = inner.kind
+        self.ttl_s = inner.ttl_s
+        self._tracing = tracing
+        self._timers: dict[str, tuple[Value, Value]] = {}
+        if metrics is not None:
+            duration = metrics.family["store_duration"]
+            errors = metrics.family["store_errors"]
+            self._timers = {
+                op: (duration.labels(self.kind, op), errors.labels(self.kind, op))
+                for op in _OPERATIONS
+            }
+        # Stores that can count their sessions (the memory store) report them.
+        self._live = metrics.sessions_live if metrics is not None and _counts(inner) else None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names not found here: the wrapped store's own attributes.
+        return getattr(self.inner, name)
+
+    async def _measure(self, operation: str, call: Awaitable[_T]) -> _T:
+        timers = self._timers.get(operation)
+        span = self._tracing.store_span(self.kind, operation) if self._tracing else None
+        start = perf_counter()
+        try:
+            if span is None:
+                result = await call
+            else:
+                with span:
+                    result = await call
+        except _REFUSALS:
+            raise
+        except Exception:  # not BaseException: a cancelled request is no store error
+            if timers is not None:
+                timers[1].inc()
+            raise
+        finally:
+            if timers is not None:
+                timers[0].observe(perf_counter() - start)
+            if self._live is not None:
+                self._live.set(len(self.inner))  # type: ignore[arg-type]
+        return result
+
+    async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
+        await self._measure("create", self.inner.create(record, quota))
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return await self._measure("get", self.inner.get(session_id))
+
+    async def delete(self, session_id: str, owner: str) -> bool:
+        return await self._measure("delete", self.inner.delete(session_id, owner))
+
+    async def live_sessions(self, owner: str) -> int:
+        return await self._measure("live_sessions", self.inner.live_sessions(owner))
+
+    async def compare_and_advance(self, expected: SessionRecord, record: SessionRecord) -> Advance:
+        return await self._measure(
+            "compare_and_advance", self.inner.compare_and_advance(expected, record)
+        )
+
+    async def ping(self) -> bool:
+        answered = await self._measure("ping", self.inner.ping())
+        if not answered and "ping" in self._timers:
+            self._timers["ping"][1].inc()  # ping never raises: False is its error
+        return answered
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _counts(store: SessionStore) -> bool:
+    return callable(getattr(type(store), "__len__", None))

@@ -1,0 +1,239 @@
+"""/metrics after known traffic: exact counts, whichever way each request came in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.inference import SeriesInput
+from service.repository import load_version
+from service.runner import ModelRunner
+from service.telemetry.metrics import Metrics
+from service.telemetry.work import RunTelemetry
+from tests.redis_fixture import free_port
+from tests.service.sessions_support import MakeClient
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(client: TestClient, **kwargs: object) -> Samples:
+    response = client.get("/metrics", **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def of(samples: Samples, name: str) -> dict[tuple[str, ...], float]:
+    """The non-zero samples of one name, keyed by their label values in label-name order."""
+    return {
+        tuple(v for _, v in sorted(labels)): value
+        for (sample, labels), value in samples.items()
+        if sample == name and value
+    }
+
+
+def by_model(samples: Samples, name: str) -> dict[tuple[str, str], float]:
+    """Per (model, version) values of a metric labelled by model and version only."""
+    return {(m, v): value for (m, v), value in of(samples, name).items()}
+
+
+def test_known_traffic_gives_exact_counts(make_client: MakeClient) -> None:
+    with make_client() as c:
+        # Predict, through the front door's declared routes.
+        two = {"series": [{"values": [1, 2, 3], "horizon": 2}, {"values": [1, 2, 3, 4, 5]}]}
+        two["series"][1]["horizon"] = 2
+        assert c.post("/v1/models/tiny-lstm/predict", json=two).status_code == 200
+        one = {"series": [{"values": [1, 2, 3, 4]}]}
+        assert c.post("/v1/models/tiny-lstm/versions/1/predict", json=one).status_code == 200
+        empty = {"series": [{"values": []}]}
+        assert c.post("/v1/models/tiny-lstm/predict", json=empty).status_code == 422
+        assert c.post("/v1/models/nope/predict", json=one).status_code == 404
+        assert c.post("/v1/models/tiny-lstm/versions/9/predict", json=one).status_code == 404
+        # Over SEQCAST_INLINE_MAX_STEPS: runs in the thread pool.
+        long = {"series": [{"values": [0.5] * 2000}]}
+        assert c.post("/v1/models/tiny-rnn/predict", json=long).status_code == 200
+
+        # A session: applied, a retry replayed, a 409, applied.
+        sid = c.post("/v1/models/tiny-rnn/sessions").json()["session"]
+        step = {"values": [1, 2, 3], "offset": 0}
+        assert c.post(f"/v1/sessions/{sid}/observe", json=step).status_code == 200
+        retry = c.post(f"/v1/sessions/{sid}/observe", json=step)
+        assert retry.headers["seqcast-replayed"] == "true"
+        wrong = {"values": [4], "offset": 7}
+        assert c.post(f"/v1/sessions/{sid}/observe", json=wrong).status_code == 409
+        right = {"values": [4], "offset": 3}
+        assert c.post(f"/v1/sessions/{sid}/observe", json=right).status_code == 200
+
+        # FastAPI's routes.
+        assert c.get(f"/v1/sessions/{sid}").status_code == 200
+        assert c.delete(f"/v1/sessions/{sid}").status_code == 204
+        assert c.get(f"/v1/sessions/{sid}").status_code == 404
+        assert c.get("/v1/models").status_code == 200
+        assert c.get("/v1/models/nope").status_code == 404
+        assert c.request("BREW", "/v1/models").status_code == 405
+
+        # The WebSocket stream: a new session, applied, a 409 frame, a replayed frame.
+        with c.websocket_connect("/v1/models/tiny-gru/stream") as ws:
+            json.loads(ws.receive_text())
+            for frame in ({"values": [1, 2]}, {"values": [3], "offset": 0}, {"values": [1, 2]}):
+                ws.send_text(json.dumps({"offset": 0, **frame}))
+                json.loads(ws.receive_text())
+
+        samples = scrape(c)
+        text = c.get("/metrics").text
+
+    assert of(samples, "seqcast_http_requests_total") == {
+        # (method, route, status)
+        ("POST", "/v1/models/{name}/predict", "200"): 2,
+        ("POST", "/v1/models/{name}/versions/{version}/predict", "200"): 1,
+        ("POST", "/v1/models/{name}/predict", "422"): 1,
+        ("POST", "/v1/models/{name}/predict", "404"): 1,
+        ("POST", "/v1/models/{name}/versions/{version}/predict", "404"): 1,
+        ("POST", "/v1/models/{name}/sessions", "201"): 1,
+        ("POST", "/v1/sessions/{session_id}/observe", "200"): 3,
+        ("POST", "/v1/sessions/{session_id}/observe", "409"): 1,
+        ("GET", "/v1/sessions/{session_id}", "200"): 1,
+        ("DELETE", "/v1/sessions/{session_id}", "204"): 1,
+        ("GET", "/v1/sessions/{session_id}", "404"): 1,
+        ("GET", "/v1/models", "200"): 1,
+        ("GET", "/v1/models/{name}", "404"): 1,
+        ("other", "/v1/models", "405"): 1,
+        ("WEBSOCKET", "/v1/models/{name}/stream", "101"): 1,
+    }
+    assert of(samples, "seqcast_http_requests_in_flight") == {(): 1}  # the scrape itself
+    # Model requests by the model version they ran on; "" when it was not known.
+    assert of(samples, "seqcast_inference_requests_total") == {
+        # (code, model, outcome, version)
+        ("200", "tiny-lstm", "success", "2"): 1,
+        ("200", "tiny-lstm", "success", "1"): 1,
+        ("422", "tiny-lstm", "failure", "2"): 1,
+        ("404", "", "failure", ""): 2,
+        ("200", "tiny-rnn", "success", "1"): 4,
+        ("201", "tiny-rnn", "success", "1"): 1,
+        ("409", "tiny-rnn", "failure", "1"): 1,
+        ("101", "tiny-gru", "success", "1"): 1,
+    }
+    lstm2, lstm1, rnn, gru = (
+        ("tiny-lstm", "2"),
+        ("tiny-lstm", "1"),
+        ("tiny-rnn", "1"),
+        ("tiny-gru", "1"),
+    )
+    # HTTP requests only (a stream's time is its connection's).
+    assert by_model(samples, "seqcast_inference_request_duration_seconds_count") == {
+        lstm2: 2,
+        lstm1: 1,
+        rnn: 6,
+    }
+    executions = {lstm2: 1, lstm1: 1, rnn: 3, gru: 1}  # a replayed step runs nothing
+    assert by_model(samples, "seqcast_inference_executions_total") == executions
+    assert by_model(samples, "seqcast_inference_compute_duration_seconds_count") == executions
+    assert by_model(samples, "seqcast_inference_queue_duration_seconds_count") == executions
+    assert by_model(samples, "seqcast_inference_batch_calls_sum") == executions
+    assert by_model(samples, "seqcast_inference_series_total") == {
+        lstm2: 2,
+        lstm1: 1,
+        rnn: 3,
+        gru: 1,
+    }
+    assert by_model(samples, "seqcast_inference_steps_total") == {
+        lstm2: 4 + 6,  # values + horizon - 1, per series
+        lstm1: 4,
+        rnn: 2000 + 3 + 1,
+        gru: 2,
+    }
+    # Two series of different lengths: one run each, then one rollout run for both.
+    assert by_model(samples, "seqcast_inference_run_batch_size_count") == {
+        lstm2: 3,
+        lstm1: 1,
+        rnn: 3,
+        gru: 1,
+    }
+    assert by_model(samples, "seqcast_inference_run_batch_size_sum")[lstm2] == 4
+    assert by_model(samples, "seqcast_sessions_created_total") == {rnn: 1, gru: 1}
+    assert of(samples, "seqcast_session_steps_total") == {
+        # (model, outcome, version)
+        ("tiny-rnn", "applied", "1"): 2,
+        ("tiny-rnn", "replayed", "1"): 1,
+        ("tiny-rnn", "conflict", "1"): 1,
+        ("tiny-gru", "applied", "1"): 1,
+        ("tiny-gru", "conflict", "1"): 1,
+        ("tiny-gru", "replayed", "1"): 1,
+    }
+    assert of(samples, "seqcast_sessions_live") == {(): 1}  # the stream's; one was deleted
+    store_calls = of(samples, "seqcast_session_store_duration_seconds_count")
+    assert store_calls[("create", "memory")] == 2
+    assert store_calls[("delete", "memory")] == 1
+    assert of(samples, "seqcast_session_store_errors_total") == {}
+    # Labels name route templates and served models only, never what a client sent.
+    assert "nope" not in text
+    assert "BREW" not in text
+    assert sid not in text
+
+
+@pytest.mark.anyio
+async def test_coalesced_calls_count_as_one_batch(model_dir: Path) -> None:
+    model = load_version(
+        model_dir / "tiny-gru" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
+    )
+    metrics = Metrics()
+    runner = ModelRunner(1024, RunTelemetry(metrics, None))
+    values = np.ones((3, 1), np.float32)
+    calls = [runner.run(model, [SeriesInput(values=values)]) for _ in range(5)]
+    await asyncio.gather(*calls)
+    samples = parse(metrics.render(None)[0].decode())
+    gru = ("tiny-gru", "1")
+    assert by_model(samples, "seqcast_inference_executions_total") == {gru: 1}
+    assert by_model(samples, "seqcast_inference_batch_calls_count") == {gru: 1}
+    assert by_model(samples, "seqcast_inference_batch_calls_sum") == {gru: 5}
+    assert by_model(samples, "seqcast_inference_queue_duration_seconds_count") == {gru: 5}
+    assert by_model(samples, "seqcast_inference_run_batch_size_count") == {gru: 1}
+    assert by_model(samples, "seqcast_inference_run_batch_size_sum") == {gru: 5}
+    assert by_model(samples, "seqcast_inference_series_total") == {gru: 5}
+
+
+@pytest.mark.parametrize(
+    ("exempt", "status_without_key"), [("health", 401), ("health,metrics", 200)]
+)
+def test_metrics_need_a_key_unless_exempt(
+    make_client: MakeClient, exempt: str, status_without_key: int
+) -> None:
+    with make_client(api_keys="scraper:scraper-secret-1", auth_exempt=exempt) as c:
+        assert c.get("/metrics").status_code == status_without_key
+        assert c.get("/metrics", headers={"X-API-Key": "scraper-secret-1"}).status_code == 200
+
+
+def test_metrics_off_means_no_endpoint_and_the_rest_works(make_client: MakeClient) -> None:
+    with make_client(metrics=False) as c:
+        assert c.get("/metrics").status_code == 404
+        body = {"series": [{"values": [1, 2]}]}
+        assert c.post("/v1/models/tiny-rnn/predict", json=body).status_code == 200
+        sid = c.post("/v1/models/tiny-rnn/sessions").json()["session"]
+        step = {"values": [1], "offset": 0}
+        assert c.post(f"/v1/sessions/{sid}/observe", json=step).status_code == 200
+
+
+def test_an_unreachable_store_counts_errors(make_client: MakeClient) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with make_client(session_store="redis", redis_url=url, redis_timeout_s=0.2) as c:
+        assert c.post("/v1/models/tiny-rnn/sessions").status_code == 503
+        samples = scrape(c)
+    assert of(samples, "seqcast_session_store_errors_total") == {("create", "redis"): 1}
+    assert of(samples, "seqcast_inference_requests_total") == {
+        ("503", "tiny-rnn", "failure", "1"): 1
+    }
