@@ -192,7 +192,7 @@ async def test_coalesced_calls_count_as_one_batch(model_dir: Path) -> None:
         model_dir / "tiny-gru" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
     )
     metrics = Metrics()
-    runner = ModelRunner(1024, RunTelemetry(metrics, None))
+    runner = ModelRunner(1024, hooks=RunTelemetry(metrics, None))
     values = np.ones((3, 1), np.float32)
     calls = [runner.run(model, [SeriesInput(values=values)]) for _ in range(5)]
     await asyncio.gather(*calls)

@@ -368,6 +368,7 @@ def test_a_removed_version_drains_its_requests_in_flight(
         release.set()
         expected = c.post(path, json=VALUES, headers=AS_USER).json()
         release.clear()
+        entered.clear()  # set by the request above: wait for the next one
         answers: list[Any] = []
         flight = threading.Thread(
             target=lambda: answers.append(c.post(path, json=VALUES, headers=AS_USER))

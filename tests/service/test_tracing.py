@@ -104,7 +104,7 @@ async def test_a_coalesced_batch_is_a_child_of_the_first_call_linked_to_the_othe
     model = load_version(
         model_dir / "tiny-gru" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
     )
-    runner = ModelRunner(1024, RunTelemetry(None, Tracing()))
+    runner = ModelRunner(1024, hooks=RunTelemetry(None, Tracing()))
     tracer = trace.get_tracer("test")
     values = np.ones((3, 1), np.float32)
 
