@@ -83,8 +83,6 @@ def _lifespan(settings: Settings, telemetry: Telemetry) -> Callable[[FastAPI], A
             # collector's generations, so collections under load walk only request objects.
             gc.collect()
             gc.freeze()
-            _, *older = gc.get_threshold()
-            gc.set_threshold(settings.gc_threshold, *older)
             try:
                 yield lifespan_state(state)
             finally:

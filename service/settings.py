@@ -117,10 +117,6 @@ class Settings(BaseSettings):
     # Fixed glibc malloc thresholds (service.malloc): memory freed after large requests
     # returns to the system; false keeps glibc's adaptive ones.
     fixed_malloc_thresholds: bool = True
-    # Allocations between the garbage collector's youngest-generation runs (Python's
-    # default is 700). Each run walks every young object still alive: under concurrent
-    # requests, thousands; a higher threshold runs it less often (docs/operations.md).
-    gc_threshold: Annotated[int, Field(ge=100)] = 700
     # Work in one predict request: values + horizon - 1, summed over its series
     # (more: 422 limit_exceeded). At least one series of the largest size allowed.
     max_work_per_request: Annotated[int, Field(ge=1)] = 2_700_000
