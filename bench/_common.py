@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,21 @@ def pick_model(workdir: Path) -> tuple[Path, str]:
 
     write_model(repo, "bench-lstm", "lstm", hidden=32, layers=1)
     return repo, "bench-lstm"
+
+
+def checkout(rev: str, into: Path, stack: ExitStack) -> Path:
+    """A git worktree of this repository at `rev` in `into`, removed when `stack` closes:
+    an earlier seqcast to run beside this one in the same benchmark run."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), rev],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    stack.callback(
+        subprocess.run,
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(into)],
+        check=False,
+    )
+    return into
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

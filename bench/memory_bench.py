@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from bench._common import ROOT, free_port, pick_model, stop
+from bench._common import ROOT, checkout, free_port, pick_model, stop
 
 # Named SEQCAST_ settings to compare (docs/operations.md: how the defaults were chosen).
 VARIANTS: dict[str, dict[str, str]] = {
@@ -228,16 +228,7 @@ def main() -> int:
             repeat = sum(1 for label, _, _ in runs if label.split(" #")[0] == v)
             runs.append((f"{v} #{repeat + 1}" if repeat else v, ROOT, VARIANTS[v]))
         if args.against:
-            before = workdir / "before"
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.against],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            outer.callback(
-                subprocess.run,
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
-                check=False,
-            )
+            before = checkout(args.against, workdir / "before", outer)
             runs.append((f"before ({args.against})", before, {}))
         for label, source, env in runs:
             with ExitStack() as stack:

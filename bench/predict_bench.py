@@ -34,7 +34,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
+from bench._common import ROOT, checkout, cpu_seconds, free_port, pick_model, stop
 
 # How servers and wrk are scheduled. On a shared machine CFS splits a core between
 # process groups, so a server with more runnable threads (the baseline's thread pool)
@@ -184,16 +184,7 @@ def main() -> int:
             )
         }
         if args.against:
-            before = workdir / "before"
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.against],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            stack.callback(
-                subprocess.run,
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
-                check=False,
-            )
+            before = checkout(args.against, workdir / "before", stack)
             servers["before"] = start(
                 "before", repo, name, free_port(), stack, source=before, serve=args.serve
             )

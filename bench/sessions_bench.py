@@ -48,7 +48,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench._common import ROOT, cpu_seconds, free_port, pick_model, stop
+from bench._common import ROOT, checkout, cpu_seconds, free_port, pick_model, stop
 from bench.predict_bench import SCHED
 
 # Put before the server, wrk and redis-server: see SCHED and --sched.
@@ -321,16 +321,7 @@ def main() -> int:
         sessions_lua.write_text(_SESSIONS_LUA)
         sources = [("", ROOT)]
         if args.against:
-            before = workdir / "before"
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.against],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            stack.callback(
-                subprocess.run,
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
-                check=False,
-            )
+            before = checkout(args.against, workdir / "before", stack)
             sources.append((f" @ {args.against}", before))
         servers: dict[str, dict[str, Any]] = {}
         for (suffix, source), store in itertools.product(sources, args.stores):
