@@ -60,7 +60,7 @@ class _RunCounts:
     lock, with several workers through prometheus_client's children."""
 
     def __init__(self, counted: ModelMetrics, chunk_steps: int) -> None:
-        self.chunk_steps = chunk_steps
+        self.chunk_steps = max(1, chunk_steps)
         self.queue = counted.queue
         self.compute = counted.compute
         self.batch_calls = counted.batch_calls
@@ -113,15 +113,24 @@ class _RunCounts:
 
     def ran(self, seconds: float, inputs: Sequence[SeriesInput]) -> None:
         """The inference core answered `inputs` in `seconds`."""
-        if len(inputs) == 1:  # the common case: one series, one length
+        if len(inputs) == 1 and self.local:  # the common case, kept short
             s = inputs[0]
             length, horizon = s.values.shape[0], s.horizon
-            steps = length + horizon - 1
-            chunk = max(1, self.chunk_steps)
-            runs = [(1, max(1, -(-length // chunk)) + horizon - 1)]
-        else:
-            steps = work_steps(inputs)
-            runs = ort_runs(inputs, self.chunk_steps)
+            chunk = self.chunk_steps  # a series alone runs in chunks of this many steps
+            runs = horizon if length <= chunk else horizon - 1 - (-length // chunk)
+            compute, run_batch = self.compute_h, self.run_batch_h
+            i = bisect_left(compute.bounds, seconds)
+            with LOCK:
+                compute.counts[i] += 1
+                compute.sum += seconds
+                self.executions_n.value += 1
+                self.series_n.value += 1
+                self.steps_n.value += length + horizon - 1
+                run_batch.counts[0] += runs  # the first bound is 1
+                run_batch.sum += runs
+            return
+        steps = work_steps(inputs)
+        runs = ort_runs(inputs, self.chunk_steps)
         if not self.local:
             self.compute.observe(seconds)
             self.executions.inc()
@@ -194,7 +203,7 @@ class RunTelemetry:
         if self._metrics is not None:
             key = (model.name, model.version)
             counts = self._counts.get(key)
-            if counts is None or counts.chunk_steps != chunk_steps:
+            if counts is None or counts.chunk_steps != max(1, chunk_steps):
                 counts = self._counts[key] = _RunCounts(self._metrics.model(model), chunk_steps)
         made = MeasuredCore if self._tracing is None else TracedCore
         return made(model, chunk_steps, counts, self._tracing)
