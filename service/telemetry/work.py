@@ -99,14 +99,14 @@ class _RunCounts:
                 batch_calls.counts[0] += 1  # the first bound is 1
                 batch_calls.sum += 1
             return
-        waits = [now - t for t in queued]
-        found = [bisect_left(bounds, wait) for wait in waits]
-        total = sum(waits)
         b = bisect_left(batch_calls.bounds, calls)
+        counts = queue.counts
+        total = 0.0
         with LOCK:
-            counts = queue.counts
-            for i in found:
-                counts[i] += 1
+            for t in queued:
+                wait = now - t
+                counts[bisect_left(bounds, wait)] += 1
+                total += wait
             queue.sum += total
             batch_calls.counts[b] += 1
             batch_calls.sum += calls
