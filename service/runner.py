@@ -148,14 +148,14 @@ class ModelRunner:
     def _predict(
         self, core: InferenceCore, inputs: Sequence[SeriesInput], ticket: object
     ) -> list[SeriesOutput]:
-        with self._hooks.batch(core.model, (ticket,)):
+        with self._hooks.batch(core, (ticket,)):
             return core.predict(inputs)
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)
         core = self.core(model)
         for batch in _batches(calls, self._inline_max_steps):
-            with self._hooks.batch(model, [call.ticket for call in batch]):
+            with self._hooks.batch(core, [call.ticket for call in batch]):
                 _run_batch(core, batch)
 
 

@@ -67,7 +67,8 @@ class Value(Protocol):
 
 
 # One lock for every threaded local value: each update holds it for a few bytecodes.
-_lock = threading.Lock()
+# service.telemetry.work updates several of them at once under it (one batch's record).
+LOCK = threading.Lock()
 
 
 class _LocalNumber:
@@ -97,11 +98,11 @@ class _ThreadedNumber(_LocalNumber):
     __slots__ = ()
 
     def inc(self, amount: float = 1) -> None:
-        with _lock:
+        with LOCK:
             self.value += amount
 
     def dec(self, amount: float = 1) -> None:
-        with _lock:
+        with LOCK:
             self.value -= amount
 
 
@@ -136,14 +137,14 @@ class _ThreadedHistogram(_LocalHistogram):
 
     def observe(self, amount: float) -> None:
         i = bisect_left(self.bounds, amount)
-        with _lock:
+        with LOCK:
             self.counts[i] += 1
             self.sum += amount
 
     def observe_all(self, amounts: Iterable[float]) -> None:
         bounds = self.bounds
         found = [(bisect_left(bounds, amount), amount) for amount in amounts]
-        with _lock:  # once for them all
+        with LOCK:  # once for them all
             for i, amount in found:
                 self.counts[i] += 1
                 self.sum += amount
@@ -199,7 +200,7 @@ class Family:
             histogram = HistogramMetricFamily(spec.name, spec.doc, labels=spec.labels)
             for values, child in children:
                 assert isinstance(child, _LocalHistogram)
-                with _lock:
+                with LOCK:
                     counts, total = list(child.counts), child.sum
                 running, buckets = 0, []
                 for bound, count in zip((*spec.buckets, float("inf")), counts, strict=True):

@@ -27,8 +27,9 @@ class RunHooks(Protocol):
     def queued(self, model: LoadedModel) -> object:
         """A call for this model was made; returns its ticket (when, and its trace)."""
 
-    def batch(self, model: LoadedModel, tickets: Sequence[object]) -> AbstractContextManager[None]:
-        """These calls start to run as one batch; the batch runs inside the context."""
+    def batch(self, core: InferenceCore, tickets: Sequence[object]) -> AbstractContextManager[None]:
+        """These calls start to run as one batch on `core` (one that `core()` made); the
+        batch runs inside the context."""
 
 
 class SessionHooks(Protocol):
@@ -54,7 +55,7 @@ class NoRunHooks:
     def queued(self, model: LoadedModel) -> object:
         return None
 
-    def batch(self, model: LoadedModel, tickets: Sequence[object]) -> AbstractContextManager[None]:
+    def batch(self, core: InferenceCore, tickets: Sequence[object]) -> AbstractContextManager[None]:
         return _NULL
 
 

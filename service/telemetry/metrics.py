@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.types import Scope
 from service.api.paths import STATIC_PREFIX
 from service.repository import LoadedModel
 from service.telemetry.context import REQUEST_INFO, RequestInfo, request_model
-from service.telemetry.families import Families, Spec, Value
+from service.telemetry.families import Families, Spec, Value, _LocalHistogram
 from service.telemetry.hooks import StepOutcome
 from service.telemetry.multiprocess import MULTIPROC_ENV
 
@@ -316,7 +317,11 @@ class MetricsObserver:
                 duration = self._durations[(model.name, model.version)] = self._metrics.model(
                     model
                 ).request_duration
-            duration.observe(seconds)
+            if type(duration) is _LocalHistogram:  # only the event loop updates it: no lock
+                duration.counts[bisect_left(duration.bounds, seconds)] += 1
+                duration.sum += seconds
+            else:
+                duration.observe(seconds)
         key = (template, method, status, name, version)
         pending = self._pending
         if pending is not None:

@@ -7,7 +7,7 @@ the wrapped store's: other attributes are looked up on it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,20 +70,24 @@ class MeasuredStore:
                 self._live.set(len(self.inner))  # type: ignore[arg-type]
         return result
 
-    async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
-        await self._measure("create", self.inner.create(record, quota))
+    # Each returns _measure's coroutine itself: no coroutine of its own around it.
 
-    async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._measure("get", self.inner.get(session_id))
+    def create(self, record: SessionRecord, quota: OwnerQuota) -> Coroutine[Any, Any, None]:
+        return self._measure("create", self.inner.create(record, quota))
 
-    async def delete(self, session_id: str, owner: str) -> bool:
-        return await self._measure("delete", self.inner.delete(session_id, owner))
+    def get(self, session_id: str) -> Coroutine[Any, Any, SessionRecord | None]:
+        return self._measure("get", self.inner.get(session_id))
 
-    async def live_sessions(self, owner: str) -> int:
-        return await self._measure("live_sessions", self.inner.live_sessions(owner))
+    def delete(self, session_id: str, owner: str) -> Coroutine[Any, Any, bool]:
+        return self._measure("delete", self.inner.delete(session_id, owner))
 
-    async def compare_and_advance(self, expected: SessionRecord, record: SessionRecord) -> Advance:
-        return await self._measure(
+    def live_sessions(self, owner: str) -> Coroutine[Any, Any, int]:
+        return self._measure("live_sessions", self.inner.live_sessions(owner))
+
+    def compare_and_advance(
+        self, expected: SessionRecord, record: SessionRecord
+    ) -> Coroutine[Any, Any, Advance]:
+        return self._measure(
             "compare_and_advance", self.inner.compare_and_advance(expected, record)
         )
 

@@ -1,19 +1,26 @@
 """The hooks that measure the work: the runner's batches and ONNX Runtime runs, and the
-session manager's steps (service.telemetry.hooks says where each is called)."""
+session manager's steps (service.telemetry.hooks says where each is called).
+
+The runner's metrics cost one record per batch: when it starts, the calls' queue waits
+and the batch's size; when the inference core returns, its duration, series, steps and
+ONNX Runtime runs, all under one lock. The runs are counted from the inputs, the way
+the core splits them (`ort_runs`), not by a layer around each `session.run`.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_steps
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
-from service.telemetry.families import observe_all
+from service.telemetry.families import LOCK, _LocalHistogram, _LocalNumber
 from service.telemetry.hooks import StepOutcome
 from service.telemetry.metrics import Metrics, ModelMetrics
 from service.telemetry.store import MeasuredStore
@@ -24,39 +31,161 @@ if TYPE_CHECKING:
 _NULL: AbstractContextManager[None] = nullcontext()
 
 
+def ort_runs(inputs: Sequence[SeriesInput], chunk_steps: int) -> list[tuple[int, int]]:
+    """The ONNX Runtime runs InferenceCore.predict makes for `inputs`, as (series per
+    run, number of such runs): one group per length, run in chunks of at most
+    `chunk_steps` steps (batch x time), then the rollout of the series whose horizon is
+    above 1, one run per further forecast step, all of them together."""
+    by_length: dict[int, int] = {}
+    rolled = 0
+    horizon = 1
+    for s in inputs:
+        length = s.values.shape[0]
+        by_length[length] = by_length.get(length, 0) + 1
+        if s.horizon > 1:
+            rolled += 1
+            horizon = max(horizon, s.horizon)
+    runs = [
+        (batch, max(1, -(-length // max(1, chunk_steps // batch))))
+        for length, batch in by_length.items()
+    ]
+    if rolled:
+        runs.append((rolled, horizon - 1))
+    return runs
+
+
+class _RunCounts:
+    """The runner's metrics of one model version, recorded once per batch and once per
+    inference-core call: in one process straight into the local values under their one
+    lock, with several workers through prometheus_client's children."""
+
+    def __init__(self, counted: ModelMetrics, chunk_steps: int) -> None:
+        self.chunk_steps = max(1, chunk_steps)
+        self.queue = counted.queue
+        self.compute = counted.compute
+        self.batch_calls = counted.batch_calls
+        self.run_batch = counted.run_batch
+        self.executions = counted.executions
+        self.series = counted.series
+        self.steps = counted.steps
+        values = (self.queue, self.compute, self.batch_calls, self.run_batch)
+        numbers = (self.executions, self.series, self.steps)
+        self.local = all(isinstance(v, _LocalHistogram) for v in values) and all(
+            isinstance(v, _LocalNumber) for v in numbers
+        )
+        # The same children, as the local values they are when `local`.
+        self.queue_h, self.compute_h, self.batch_calls_h, self.run_batch_h = cast(
+            tuple[_LocalHistogram, ...], values
+        )
+        self.executions_n, self.series_n, self.steps_n = cast(tuple[_LocalNumber, ...], numbers)
+
+    def waited(self, queued: Sequence[float]) -> None:
+        """A batch of these calls (queued at these perf_counter times) starts."""
+        now = perf_counter()
+        calls = len(queued)
+        if not self.local:
+            for t in queued:
+                self.queue.observe(now - t)
+            self.batch_calls.observe(calls)
+            return
+        queue, batch_calls = self.queue_h, self.batch_calls_h
+        bounds = queue.bounds
+        if calls == 1:
+            wait = now - queued[0]
+            i = bisect_left(bounds, wait)
+            with LOCK:
+                queue.counts[i] += 1
+                queue.sum += wait
+                batch_calls.counts[0] += 1  # the first bound is 1
+                batch_calls.sum += 1
+            return
+        b = bisect_left(batch_calls.bounds, calls)
+        counts = queue.counts
+        total = 0.0
+        with LOCK:
+            for t in queued:
+                wait = now - t
+                counts[bisect_left(bounds, wait)] += 1
+                total += wait
+            queue.sum += total
+            batch_calls.counts[b] += 1
+            batch_calls.sum += calls
+
+    def ran(self, seconds: float, inputs: Sequence[SeriesInput]) -> None:
+        """The inference core answered `inputs` in `seconds`."""
+        if len(inputs) == 1 and self.local:  # the common case, kept short
+            s = inputs[0]
+            length, horizon = s.values.shape[0], s.horizon
+            chunk = self.chunk_steps  # a series alone runs in chunks of this many steps
+            runs = horizon if length <= chunk else horizon - 1 - (-length // chunk)
+            compute, run_batch = self.compute_h, self.run_batch_h
+            i = bisect_left(compute.bounds, seconds)
+            with LOCK:
+                compute.counts[i] += 1
+                compute.sum += seconds
+                self.executions_n.value += 1
+                self.series_n.value += 1
+                self.steps_n.value += length + horizon - 1
+                run_batch.counts[0] += runs  # the first bound is 1
+                run_batch.sum += runs
+            return
+        steps = work_steps(inputs)
+        runs = ort_runs(inputs, self.chunk_steps)
+        if not self.local:
+            self.compute.observe(seconds)
+            self.executions.inc()
+            self.series.inc(len(inputs))
+            self.steps.inc(steps)
+            for batch, count in runs:
+                for _ in range(count):
+                    self.run_batch.observe(batch)
+            return
+        compute, run_batch = self.compute_h, self.run_batch_h
+        i = bisect_left(compute.bounds, seconds)
+        found = [(bisect_left(run_batch.bounds, batch), batch, count) for batch, count in runs]
+        with LOCK:
+            compute.counts[i] += 1
+            compute.sum += seconds
+            self.executions_n.value += 1
+            self.series_n.value += len(inputs)
+            self.steps_n.value += steps
+            for j, batch, count in found:
+                run_batch.counts[j] += count
+                run_batch.sum += batch * count
+
+
 class MeasuredCore(InferenceCore):
-    """The inference core, counting each batch it runs and each ONNX Runtime run."""
+    """The inference core, counting each call (metrics) and tracing each ONNX Runtime
+    run (tracing)."""
 
     def __init__(
         self,
         model: LoadedModel,
         chunk_steps: int,
-        counted: ModelMetrics | None,
+        counts: _RunCounts | None,
         tracing: Tracing | None,
     ) -> None:
         super().__init__(model, chunk_steps)
-        self._counted = counted
+        self.counts = counts
         self._tracing = tracing
 
     def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
-        counted = self._counted
-        if counted is None:
+        counts = self.counts
+        if counts is None:
             return super().predict(inputs)
         start = perf_counter()
         outputs = super().predict(inputs)
-        counted.compute.observe(perf_counter() - start)
-        counted.executions.inc()
-        counted.series.inc(len(inputs))
-        counted.steps.inc(work_steps(inputs))
+        counts.ran(perf_counter() - start, inputs)
         return outputs
+
+
+class TracedCore(MeasuredCore):
+    """A measured core with a span around each ONNX Runtime run (tracing on)."""
 
     def _run(
         self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        if self._counted is not None:
-            self._counted.run_batch.observe(x.shape[0])  # x: (B, T, F)
-        if self._tracing is None:
-            return super()._run(x, h0, c0)
+        assert self._tracing is not None
         with self._tracing.ort_run(x.shape[0], x.shape[1]):
             return super()._run(x, h0, c0)
 
@@ -67,27 +196,31 @@ class RunTelemetry:
     def __init__(self, metrics: Metrics | None, tracing: Tracing | None) -> None:
         self._metrics = metrics
         self._tracing = tracing
+        self._counts: dict[tuple[str, int], _RunCounts] = {}
 
     def core(self, model: LoadedModel, chunk_steps: int) -> InferenceCore:
-        counted = self._metrics.model(model) if self._metrics is not None else None
-        return MeasuredCore(model, chunk_steps, counted, self._tracing)
+        counts = None
+        if self._metrics is not None:
+            key = (model.name, model.version)
+            counts = self._counts.get(key)
+            if counts is None or counts.chunk_steps != max(1, chunk_steps):
+                counts = self._counts[key] = _RunCounts(self._metrics.model(model), chunk_steps)
+        made = MeasuredCore if self._tracing is None else TracedCore
+        return made(model, chunk_steps, counts, self._tracing)
 
     def queued(self, model: LoadedModel) -> object:
         if self._tracing is None:
             return perf_counter()
         return perf_counter(), self._tracing.current()
 
-    def batch(self, model: LoadedModel, tickets: Sequence[Any]) -> AbstractContextManager[Any]:
+    def batch(self, core: InferenceCore, tickets: Sequence[Any]) -> AbstractContextManager[Any]:
         tracing = self._tracing
-        if self._metrics is not None:
-            counted = self._metrics.model(model)
-            now = perf_counter()
-            queued = tickets if tracing is None else [ticket[0] for ticket in tickets]
-            observe_all(counted.queue, [now - t for t in queued])
-            counted.batch_calls.observe(len(tickets))
+        counts = cast(MeasuredCore, core).counts  # the core is one that `core` made
+        if counts is not None:
+            counts.waited(tickets if tracing is None else [ticket[0] for ticket in tickets])
         if tracing is None:
             return _NULL
-        return tracing.batch(model, [ticket[1] for ticket in tickets])
+        return tracing.batch(core.model, [ticket[1] for ticket in tickets])
 
 
 class SessionTelemetry:

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.inference import SeriesInput
-from service.repository import load_version
+from service.inference import InferenceCore, SeriesInput, work_steps
+from service.repository import LoadedModel, load_version
 from service.runner import ModelRunner
 from service.telemetry.metrics import Metrics
-from service.telemetry.work import RunTelemetry
+from service.telemetry.work import RunTelemetry, ort_runs
 from tests.redis_fixture import free_port
 from tests.service.sessions_support import MakeClient
 
@@ -237,3 +237,55 @@ def test_an_unreachable_store_counts_errors(make_client: MakeClient) -> None:
     assert of(samples, "seqcast_inference_requests_total") == {
         ("503", "tiny-rnn", "failure", "1"): 1
     }
+
+
+class _CountingCore(InferenceCore):
+    """The plain inference core, noting the series of each ONNX Runtime run it makes."""
+
+    def __init__(self, model: LoadedModel, chunk_steps: int) -> None:
+        super().__init__(model, chunk_steps)
+        self.runs: list[int] = []
+
+    def _run(
+        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self.runs.append(x.shape[0])
+        return super()._run(x, h0, c0)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 3, 7, 32_768])
+def test_counted_runs_are_the_runs_the_core_makes(model_dir: Path, chunk_steps: int) -> None:
+    model = load_version(
+        model_dir / "tiny-lstm" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
+    )
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        inputs = [
+            SeriesInput(
+                values=np.ones((int(rng.integers(1, 12)), 1), np.float32),
+                horizon=int(rng.integers(1, 4)),
+            )
+            for _ in range(int(rng.integers(1, 6)))
+        ]
+        core = _CountingCore(model, chunk_steps)
+        core.predict(inputs)
+        counted = sorted(b for batch, n in ort_runs(inputs, chunk_steps) for b in [batch] * n)
+        assert counted == sorted(core.runs), (
+            chunk_steps,
+            [(s.values.shape, s.horizon) for s in inputs],
+        )
+        # And through the metrics (one series alone has a path of its own).
+        metrics = Metrics()
+        measured = RunTelemetry(metrics, None).core(model, chunk_steps)
+        measured.predict(inputs)
+        measured.predict(inputs[:1])
+        samples = parse(metrics.render(None)[0].decode())
+        alone = _CountingCore(model, chunk_steps)
+        alone.predict(inputs[:1])
+        runs = core.runs + alone.runs
+        lstm = ("tiny-lstm", "1")
+        assert by_model(samples, "seqcast_inference_run_batch_size_count") == {lstm: len(runs)}
+        assert by_model(samples, "seqcast_inference_run_batch_size_sum") == {lstm: sum(runs)}
+        assert by_model(samples, "seqcast_inference_steps_total") == {
+            lstm: work_steps(inputs) + work_steps(inputs[:1])
+        }
