@@ -106,8 +106,8 @@ class Reloader:
         self._unloaded: set[str] = set()  # names unloaded on request: re-scans skip them
         self._lock = threading.Lock()  # one re-scan at a time
         self._executor: ThreadPoolExecutor | None = None
-        # Called with the versions a swap removed, once they are out of the snapshot, on
-        # the thread that re-scanned.
+        # Called with the loaded versions a swap removed or replaced by a new load, once
+        # they are out of the snapshot, on the thread that re-scanned.
         self.on_unload: list[Callable[[list[LoadedModel]], None]] = []
 
     def get(self, name: str, version: int | None = None) -> LoadedModel | None:
@@ -200,9 +200,17 @@ class Reloader:
             self.repository = new  # the swap: one reference, read once per request
         else:
             new = old  # nothing to swap: keep the snapshot (and what is cached on it)
-        if removed:
+        # Versions replaced by a new load of the same name/version are gone too: their
+        # listeners (the runner's cores) must let go of them, or they stay in memory.
+        replaced = [
+            model
+            for name, versions in old.models.items()
+            for version, model in versions.items()
+            if new.get(name, version) not in (None, model)
+        ]
+        if removed or replaced:
             for listener in self.on_unload:
-                listener(removed)
+                listener(removed + replaced)
         return ReloadReport(
             generation=self.generation,
             loaded=next_.loaded,
@@ -246,7 +254,9 @@ class Reloader:
                 next_.add(previous)
                 return
             model = load_version(version_dir.path, self._providers, self._options, manifest)
-        except ModelLoadError as exc:
+        except Exception as exc:  # whatever breaks is this version's failure, not the scan's
+            if not isinstance(exc, ModelLoadError):
+                log.exception("loading %s failed unexpectedly", version_dir.path)
             served_manifest = source.manifest if source is not None and previous else None
             self._sources[key] = _Source(fingerprint, served_manifest, failed=True)
             failure = LoadFailure(key, str(exc), str(version_dir.path), at_start)

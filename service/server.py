@@ -101,6 +101,20 @@ def _enough_file_descriptors(settings: Settings) -> None:
             )
 
 
+def _app_accepts(settings: Settings) -> bool:
+    """Build the app once here (models load later, in each worker's lifespan): a setting
+    it refuses, such as an admin key that names no key, would otherwise make every
+    worker fail as it starts and be started again, for ever."""
+    from service.app import create_app  # the app, only when workers build their own
+
+    try:
+        create_app(settings)
+    except Exception as exc:
+        print(f"seqcast serve: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def run(overrides: dict[str, object]) -> int:
     """Serve with SEQCAST_ settings, `overrides` (from the command line) taking precedence."""
     try:
@@ -123,16 +137,21 @@ def run(overrides: dict[str, object]) -> int:
         settings.port,
         settings.workers,
     )
+    if settings.workers > 1 and not _app_accepts(settings):
+        return 2
     _enough_file_descriptors(settings)
     config = server_config(settings, log_config)
     # Several workers share their metrics through files in a fresh directory.
     with shared_metrics_dir(settings.metrics and settings.workers > 1):
         if settings.workers > 1:
             # The parent process exits 0 once every worker has ended (each has shut down
-            # within shutdown_timeout_s). SIGHUP re-scans in every worker, not a restart.
+            # within shutdown_timeout_s), or as a worker that failed to start did.
+            # SIGHUP re-scans in every worker, not a restart.
             mark_supervisor()
-            ForwardingSupervisor(config, sockets=[config.bind_socket()]).run()
-            return 0
+            supervisor = ForwardingSupervisor(config, sockets=[config.bind_socket()])
+            supervisor.run()
+            failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+            return STARTUP_FAILURE if failed else 0
         server = Server(config)
         server.run()
     return 0 if server.started else STARTUP_FAILURE

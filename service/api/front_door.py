@@ -146,7 +146,10 @@ class FrontDoor:
             if self._observers:
                 elapsed = time.perf_counter() - started
                 for observer in self._observers:
-                    observer.request_ended(scope, status, elapsed)
+                    try:
+                        observer.request_ended(scope, status, elapsed)
+                    except Exception:  # one observer's bug must not cost the others
+                        log.exception("request observer %r failed", observer)
             request_info_var.reset(info_token)
             request_id_var.reset(token)
 

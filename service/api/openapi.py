@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -69,18 +70,22 @@ class OpenApiDocument:
         self._keys = keys  # API keys are on
         self._repository: weakref.ref[ModelRepository] | None = None
         self._encoded: dict[str, bytes] = {}  # root path -> the document as JSON
+        self._lock = threading.Lock()
 
     def json(self, repository: ModelRepository, root_path: str = "") -> bytes:
-        if self._repository is None or self._repository() is not repository:
-            self.drop()
-            self._repository = weakref.ref(repository)
-        encoded = self._encoded.get(root_path)
-        if encoded is None:
-            document = build_document(self._app, self._settings, repository, keys=self._keys)
-            if root_path:
-                document["servers"] = [{"url": root_path}]
-            encoded = self._encoded[root_path] = orjson.dumps(document)
-        return encoded
+        # Built on worker threads: one at a time, so that a document built for a snapshot
+        # a reload has since replaced is never kept as the new snapshot's.
+        with self._lock:
+            if self._repository is None or self._repository() is not repository:
+                self.drop()
+                self._repository = weakref.ref(repository)
+            encoded = self._encoded.get(root_path)
+            if encoded is None:
+                document = build_document(self._app, self._settings, repository, keys=self._keys)
+                if root_path:
+                    document["servers"] = [{"url": root_path}]
+                encoded = self._encoded[root_path] = orjson.dumps(document)
+            return encoded
 
     def drop(self) -> None:
         self._repository = None

@@ -72,10 +72,10 @@ class OffsetConflict(SessionError):
 
 
 class VersionGone(SessionError):
-    def __init__(self, record: SessionRecord) -> None:
+    def __init__(self, record: SessionRecord, why: str = "no longer has loaded") -> None:
         super().__init__(
             f"the session runs on model {record.model!r} version {record.version}, "
-            "which this server no longer has loaded; start a new session"
+            f"which this server {why}; start a new session"
         )
 
 
@@ -142,6 +142,11 @@ class SessionManager:
         model = self.repository.get(record.model, record.version)
         if model is None:
             raise VersionGone(record)
+        # A reload may have replaced the version's files with a model of another state
+        # shape: such a session cannot continue on it.
+        layers, hidden = model.state_shape
+        if len(record.h) != layers * hidden * 4 or (record.c is None) == model.manifest.is_lstm:
+            raise VersionGone(record, "has reloaded with another state shape")
         return model
 
     async def create(
@@ -316,6 +321,8 @@ class SessionManager:
         steps = int(values.shape[0])
         if last.answer is not None:
             targets = model.manifest.architecture.output_size
+            if len(last.answer) != (steps + horizon) * targets * 4:
+                raise VersionGone(record, "has reloaded with another output size")
             both = np.frombuffer(last.answer, dtype="<f4").reshape(-1, targets)
             both = both.astype(np.float32)
             return _result(record, last.offset, steps, both[:steps], both[steps:], True)

@@ -53,7 +53,7 @@ def request_model(scope: Mapping[str, Any], resolve: bool) -> LoadedModel | None
         return None
     version: Any = params.get("version") if params else None
     if isinstance(version, str):
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):  # "²" is a digit to isdigit()
             return None
         version = int(version)
     from service.api.state import app_state  # here: service.api imports the runner

@@ -289,3 +289,15 @@ def test_counted_runs_are_the_runs_the_core_makes(model_dir: Path, chunk_steps: 
         assert by_model(samples, "seqcast_inference_steps_total") == {
             lstm: work_steps(inputs) + work_steps(inputs[:1])
         }
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "%E2%91%A0", "0x1"])
+def test_a_version_that_is_no_number_is_counted_and_logged(
+    make_client: MakeClient, version: str
+) -> None:
+    with make_client() as c:
+        path = f"/v1/models/tiny-rnn/versions/{version}/predict"
+        assert c.post(path, content=b"{").status_code in (404, 422)
+        samples = parse(c.get("/metrics").text)
+    counted = of(samples, "seqcast_http_requests_total")
+    assert sum(counted.values()) >= 1  # the request reached the metrics observer

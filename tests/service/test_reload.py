@@ -24,6 +24,7 @@ from service.api.auth import KeyConfigError
 from service.app import create_app, session_options
 from service.inference import InferenceCore
 from service.reload import Reloader
+from service.runner import ModelRunner
 from service.settings import Settings
 from tests.modelkit import write_model
 
@@ -153,7 +154,7 @@ def test_changed_files_load_again_and_removed_versions_go(stock: Path, root: Pat
     report = reloader.rescan()
     assert report.unloaded == ["other/1"]
     assert reloader.get("other") is None
-    assert unloaded == ["other"]
+    assert unloaded == ["m", "other"]  # the replaced load of m/1, then other/1
 
 
 def test_a_removed_version_is_freed(stock: Path, root: Path) -> None:
@@ -399,3 +400,48 @@ def test_a_removed_version_drains_its_requests_in_flight(
         c.get("/healthz")  # one more turn of the app's loop, where the runner forgets it
         gc.collect()
         assert held_ref() is None  # the last request done, version 1's memory is freed
+
+
+def replace_in_place(root: Path, tmp_path: Path, key: str, hidden: int) -> None:
+    """Rewrite <name>/<version> with another model (another state shape), same name."""
+    name, version = key.split("/")
+    fresh = tmp_path / "fresh"
+    write_model(fresh, name, "lstm", version=int(version), hidden=hidden, seed=42)
+    unpublish(root, key)
+    shutil.copytree(fresh / name / version, root / name / version)
+
+
+def test_a_version_replaced_in_place_lets_go_of_the_old_model(root: Path, tmp_path: Path) -> None:
+    reloader = reloader_over(root)
+    runner = ModelRunner(1024)
+    reloader.on_unload.append(lambda models: [runner.forget(m) for m in models])
+    old = reloader.get("m", 1)
+    assert old is not None
+    runner.core(old)  # as a request would: the runner keeps a core for it
+    gone = weakref.ref(old)
+    del old
+    replace_in_place(root, tmp_path, "m/1", hidden=6)
+    report = reloader.rescan()
+    assert report.reloaded == ["m/1"]
+    gc.collect()
+    assert gone() is None  # neither the snapshot nor the runner holds the old load
+
+
+def test_sessions_on_a_version_reloaded_with_another_shape_get_410(
+    root: Path, tmp_path: Path, make_app: MakeApp
+) -> None:
+    with admin_app(make_app) as c:
+        session = c.post("/v1/models/m/versions/1/sessions", headers=AS_USER).json()["session"]
+        observe = f"/v1/sessions/{session}/observe"
+        step = {"values": [0.5, 0.1], "offset": 0}
+        assert c.post(observe, json=step, headers=AS_USER).status_code == 200
+        replace_in_place(root, tmp_path, "m/1", hidden=6)  # the stock m/1 has hidden 4
+        assert c.post("/admin/reload", headers=AS_ADMIN).json()["reloaded"] == ["m/1"]
+        for answer in (
+            c.post(observe, json={"values": [0.2], "offset": 2}, headers=AS_USER),
+            c.post(observe, json=step, headers=AS_USER),  # a retry of the last step
+            c.get(f"/v1/sessions/{session}?state=true", headers=AS_USER),
+        ):
+            assert answer.status_code == 410, answer.text
+            assert answer.json()["error"]["code"] == "version_gone"
+            assert "another state shape" in answer.json()["error"]["message"]

@@ -70,3 +70,25 @@ def test_seqcast_serve_answers_predict(model_dir: Path, tmp_path: Path) -> None:
         proc.wait(timeout=10)
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_several_workers_refuse_an_app_setting_once_and_exit_2(model_dir: Path) -> None:
+    """A setting only the app checks (an admin key naming no key) stops `seqcast serve`
+    before any worker starts, rather than every worker failing and starting again."""
+    env = {
+        "SEQCAST_MODEL_DIR": str(model_dir),
+        "SEQCAST_WORKERS": "2",
+        "SEQCAST_PORT": "0",
+        "SEQCAST_API_KEYS": "user:user-secret-0123456789",
+        "SEQCAST_ADMIN_KEYS": "nosuchkey",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "SEQCAST_ADMIN_KEYS names ['nosuchkey']" in done.stderr
