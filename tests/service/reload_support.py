@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench._common import free_port, stop
 
 ADMIN_SECRET = "admin-secret-0123456789"
 USER_SECRET = "user-secret-01234567890"
@@ -54,13 +55,6 @@ def unpublish(root: Path, key: str) -> None:
     shutil.rmtree(root / key)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Server:
     base: str  # http://127.0.0.1:<port>
@@ -70,7 +64,7 @@ class Server:
 @contextmanager
 def serve(root: Path, *, workers: int = 1, **env: str) -> Iterator[Server]:
     """`seqcast serve` over root in a child process, with admin keys; until /healthz."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
     cmd += ["--model-dir", str(root), "--log-level", "warning", "--workers", str(workers)]
     environ = {**os.environ, **KEYS_ENV, "SEQCAST_ACCESS_LOG": "false", **env}
@@ -90,12 +84,7 @@ def serve(root: Path, *, workers: int = 1, **env: str) -> Iterator[Server]:
                 time.sleep(0.1)
         yield Server(base, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if proc.stdout:
             proc.stdout.close()
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -27,12 +25,9 @@ from service.reload import Reloader
 from service.runner import ModelRunner
 from service.settings import Settings
 from tests.modelkit import write_model
+from tests.service.reload_support import AS_ADMIN, AS_USER, KEYS_ENV, publish, unpublish
 
-ADMIN = "admin:admin-secret-0123456789"
-USER = "user:user-secret-01234567890"
-KEYS = f"{ADMIN},{USER}"
-AS_ADMIN = {"Authorization": "Bearer admin-secret-0123456789"}
-AS_USER = {"Authorization": "Bearer user-secret-01234567890"}
+KEYS = KEYS_ENV["SEQCAST_API_KEYS"]
 VALUES = {"series": [{"values": [0.1, 0.5, -0.3, 0.2], "horizon": 2}]}
 
 
@@ -44,26 +39,6 @@ def stock(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_model(root, "m", "lstm", version=version, hidden=4, seed=version)
     write_model(root, "other", "gru", hidden=3, seed=9)
     return root
-
-
-def publish(stock: Path, root: Path, key: str, *, broken: bool = False) -> Path:
-    """Copy stock's <name>/<version> into root as training does: whole, then renamed in."""
-    name, version = key.split("/")
-    incoming = root / name / f".incoming-{version}"
-    shutil.copytree(stock / key, incoming)
-    if broken:  # a file that matches its manifest's sha256 but is no ONNX graph
-        garbage = b"not an onnx graph"
-        (incoming / "model.onnx").write_bytes(garbage)
-        manifest = json.loads((incoming / "manifest.json").read_text())
-        manifest["onnx"]["sha256"] = hashlib.sha256(garbage).hexdigest()
-        (incoming / "manifest.json").write_text(json.dumps(manifest))
-    target = root / name / version
-    os.rename(incoming, target)
-    return target
-
-
-def unpublish(root: Path, key: str) -> None:
-    shutil.rmtree(root / key)
 
 
 @pytest.fixture
