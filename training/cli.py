@@ -117,6 +117,15 @@ def _add_data_options(p: argparse.ArgumentParser, for_training: bool = True) -> 
         )
 
 
+# Settings that are on by default, each with its --no-<name> option's help.
+_OFF_SWITCHES = {
+    "early_stopping": "train all --epochs and keep the last epoch's weights (default: stop "
+    "after --patience epochs without a better validation loss, keep the best)",
+    "refit": "keep the model fitted on the training rows (default: once validation "
+    "has chosen the epochs, train again on training + validation for as many)",
+}
+
+
 def _add_config_options(p: argparse.ArgumentParser, with_cell: bool) -> None:
     g = p.add_argument_group("model and fitting")
     defaults = TrainConfig()
@@ -129,22 +138,12 @@ def _add_config_options(p: argparse.ArgumentParser, with_cell: bool) -> None:
                     "--cell", choices=CELLS, default=defaults.cell, help="recurrent cell"
                 )
             continue
-        if f.name == "early_stopping":
+        if f.name in _OFF_SWITCHES:  # on by default: the option turns it off
             g.add_argument(
-                "--no-early-stopping",
-                dest="early_stopping",
+                "--no-" + f.name.replace("_", "-"),
+                dest=f.name,
                 action="store_false",
-                help="train all --epochs and keep the last epoch's weights (default: stop "
-                "after --patience epochs without a better validation loss, keep the best)",
-            )
-            continue
-        if f.name == "refit":
-            g.add_argument(
-                "--no-refit",
-                dest="refit",
-                action="store_false",
-                help="keep the model fitted on the training rows (default: once validation "
-                "has chosen the epochs, train again on training + validation for as many)",
+                help=_OFF_SWITCHES[f.name],
             )
             continue
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP[f.name]}"}
