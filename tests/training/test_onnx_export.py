@@ -69,7 +69,7 @@ def test_graph_names_and_dynamic_axes(cell: str) -> None:
         assert shapes[name] == [2, "batch", 4]
 
 
-def _perturbed(blob: bytes) -> bytes:
+def perturbed(blob: bytes) -> bytes:
     """The same graph with one weight nudged by 1e-3: small enough to look plausible."""
     proto = onnx.load_from_string(blob)
     init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).size > 1)
@@ -99,7 +99,7 @@ def test_perturbed_weight_is_caught(cell: str, pool: np.ndarray | None) -> None:
     blob = export_onnx(model)
     assert check_parity(model, blob, WINDOW, pool=pool).max_abs_error <= 1e-5
     with pytest.raises(ParityError, match="max abs error"):
-        check_parity(model, _perturbed(blob), WINDOW, pool=pool)
+        check_parity(model, perturbed(blob), WINDOW, pool=pool)
 
 
 def test_export_of_another_model_is_caught() -> None:
@@ -189,7 +189,7 @@ def test_wrong_export_of_an_ill_conditioned_model_still_fails(
 ) -> None:
     model, blob = ill_conditioned
     if fault == "perturbed":
-        wrong = _perturbed(blob)
+        wrong = perturbed(blob)
     elif fault == "other-model":
         torch.manual_seed(2)
         wrong = export_onnx(Forecaster("gru", input_size=1, hidden_size=32))
