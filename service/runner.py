@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from time import perf_counter
+from typing import cast
 from weakref import WeakKeyDictionary, WeakSet
 
 from anyio.to_thread import run_sync
@@ -35,7 +37,7 @@ from service.inference import (
 )
 from service.repository import LoadedModel
 from service.telemetry.context import note_model
-from service.telemetry.hooks import NO_RUN_HOOKS, RunHooks
+from service.telemetry.hooks import DRAIN_AT, NO_RUN_HOOKS, RunHooks, RunRecord, shapes
 
 
 class Overloaded(Exception):
@@ -71,6 +73,8 @@ class ModelRunner:
     ) -> None:
         self._inline_max_steps = inline_max_steps
         self._hooks = hooks  # metrics and tracing (service.telemetry)
+        # Metrics without tracing: each run is noted in this list (service.telemetry.hooks).
+        self._records = hooks.records
         self._chunk_steps = chunk_steps
         self._pool = asyncio.Semaphore(pool_runs)
         self._pool_queue_steps = pool_queue_steps
@@ -106,7 +110,7 @@ class ModelRunner:
         """
         steps = work_steps(inputs)
         note_model(model)
-        ticket = self._hooks.queued(model)
+        ticket = perf_counter() if self._records is not None else self._hooks.queued(model)
         if steps > self._inline_max_steps:
             return await self._run_pooled(model, inputs, steps, ticket)
         if alone:
@@ -148,15 +152,29 @@ class ModelRunner:
     def _predict(
         self, core: InferenceCore, inputs: Sequence[SeriesInput], ticket: object
     ) -> list[SeriesOutput]:
-        with self._hooks.batch(core, (ticket,)):
-            return core.predict(inputs)
+        """Run one call at once (on the event loop, or on a worker thread)."""
+        records = self._records
+        if records is None:
+            with self._hooks.batch(core, (ticket,)):
+                return core.predict(inputs)
+        start = perf_counter()
+        outputs = core.predict(inputs)
+        records.append((core, start, perf_counter(), (cast(float, ticket),), shapes(inputs)))
+        self._hooks.drain()  # now: a large call's inputs are not kept
+        return outputs
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)
         core = self.core(model)
+        records = self._records
         for batch in _batches(calls, self._inline_max_steps):
-            with self._hooks.batch(core, [call.ticket for call in batch]):
-                _run_batch(core, batch)
+            if records is None:
+                with self._hooks.batch(core, [call.ticket for call in batch]):
+                    _run_batch(core, batch, None)
+            else:
+                _run_batch(core, batch, records)
+        if records is not None and len(records) >= DRAIN_AT:
+            self._hooks.drain()
 
 
 def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:
@@ -173,9 +191,12 @@ def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:
         yield batch
 
 
-def _run_batch(core: InferenceCore, batch: list[_Call]) -> None:
+def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord] | None) -> None:
+    """Answer the batch's calls with one inference-core call (or one each, when that
+    fails); note each core call that answered in `records`, when given."""
     live = [call for call in batch if not call.future.done()]  # a cancelled caller is gone
     if len(live) > 1:
+        start = perf_counter()
         try:
             outputs = core.predict([s for call in live for s in call.inputs])
         except Exception:
@@ -183,6 +204,10 @@ def _run_batch(core: InferenceCore, batch: list[_Call]) -> None:
             # the caller at fault gets it and the others their predictions.
             pass
         else:
+            if records is not None:
+                tickets = [cast(float, call.ticket) for call in live]
+                ran = [shape for call in live for shape in shapes(call.inputs)]
+                records.append((core, start, perf_counter(), tickets, ran))
             start = 0
             for call in live:
                 end = start + len(call.inputs)
@@ -190,7 +215,14 @@ def _run_batch(core: InferenceCore, batch: list[_Call]) -> None:
                 start = end
             return
     for call in live:
+        future = call.future
+        start = perf_counter()
         try:
-            call.future.set_result(core.predict(call.inputs))
+            outputs = core.predict(call.inputs)
         except Exception as exc:
-            call.future.set_exception(exc)
+            future.set_exception(exc)
+        else:
+            if records is not None:
+                ticket = cast(float, call.ticket)
+                records.append((core, start, perf_counter(), (ticket,), shapes(call.inputs)))
+            future.set_result(outputs)

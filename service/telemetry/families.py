@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -129,6 +130,19 @@ class _LocalHistogram:
     def set(self, value: float) -> None:
         raise TypeError("set() is for gauges")
 
+    def observe_all(self, amounts: Sequence[float]) -> None:
+        """Observe each amount: bucketed at once by numpy, then added under the lock
+        (taken once)."""
+        found = np.bincount(
+            np.searchsorted(self.bounds, amounts, side="left"), minlength=len(self.counts)
+        ).tolist()
+        total = sum(amounts)
+        with LOCK:
+            counts = self.counts
+            for i, count in enumerate(found):
+                counts[i] += count
+            self.sum += total
+
 
 class _ThreadedHistogram(_LocalHistogram):
     """A histogram also updated from worker threads."""
@@ -141,18 +155,10 @@ class _ThreadedHistogram(_LocalHistogram):
             self.counts[i] += 1
             self.sum += amount
 
-    def observe_all(self, amounts: Iterable[float]) -> None:
-        bounds = self.bounds
-        found = [(bisect_left(bounds, amount), amount) for amount in amounts]
-        with LOCK:  # once for them all
-            for i, amount in found:
-                self.counts[i] += 1
-                self.sum += amount
 
-
-def observe_all(histogram: Value, amounts: Iterable[float]) -> None:
-    """Observe each amount (taking a threaded local histogram's lock once)."""
-    if isinstance(histogram, _ThreadedHistogram):
+def observe_all(histogram: Value, amounts: Sequence[float]) -> None:
+    """Observe each amount (a local histogram's lock taken once)."""
+    if isinstance(histogram, _LocalHistogram):
         histogram.observe_all(amounts)
     else:
         for amount in amounts:

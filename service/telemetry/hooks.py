@@ -11,15 +11,38 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal, Protocol
 
-from service.inference import InferenceCore
+from service.inference import InferenceCore, SeriesInput
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
 
 StepOutcome = Literal["applied", "replayed", "conflict"]
 
 
+# One inference-core call: the core, its perf_counter start and end, the tickets of the
+# calls it answered (the perf_counter times they were made at), and the (length,
+# horizon) of each series it ran. No arrays: a record keeps no request's memory.
+RunRecord = tuple[InferenceCore, float, float, Sequence[float], Sequence[tuple[int, int]]]
+
+
+def shapes(inputs: Sequence[SeriesInput]) -> list[tuple[int, int]]:
+    """The (length, horizon) of each series."""
+    return [(s.values.shape[0], s.horizon) for s in inputs]
+
+
+# The runner drains its records once it holds this many (and the hooks before a scrape).
+DRAIN_AT = 256
+
+
 class RunHooks(Protocol):
-    """Called by service.runner.ModelRunner."""
+    """Called by service.runner.ModelRunner.
+
+    Two ways to measure: with `records` (metrics without tracing) the runner appends one
+    RunRecord to that list per inference-core call and calls `drain` now and then, which
+    costs the hot path two clock readings and an append; without (tracing) it wraps each
+    batch in `batch` and runs it on a core that `core` made.
+    """
+
+    records: list[RunRecord] | None
 
     def core(self, model: LoadedModel, chunk_steps: int) -> InferenceCore:
         """The inference core to run this model version with (made once per version)."""
@@ -30,6 +53,9 @@ class RunHooks(Protocol):
     def batch(self, core: InferenceCore, tickets: Sequence[object]) -> AbstractContextManager[None]:
         """These calls start to run as one batch on `core` (one that `core()` made); the
         batch runs inside the context."""
+
+    def drain(self) -> None:
+        """Count the records the runner appended (and empty the list); thread-safe."""
 
 
 class SessionHooks(Protocol):
@@ -49,6 +75,8 @@ _NULL: AbstractContextManager[None] = nullcontext()
 
 
 class NoRunHooks:
+    records: list[RunRecord] | None = None
+
     def core(self, model: LoadedModel, chunk_steps: int) -> InferenceCore:
         return InferenceCore(model, chunk_steps)
 
@@ -57,6 +85,9 @@ class NoRunHooks:
 
     def batch(self, core: InferenceCore, tickets: Sequence[object]) -> AbstractContextManager[None]:
         return _NULL
+
+    def drain(self) -> None:
+        pass
 
 
 class NoSessionHooks:

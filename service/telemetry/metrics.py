@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
-from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,7 +23,7 @@ from starlette.types import Scope
 from service.api.paths import STATIC_PREFIX
 from service.repository import LoadedModel
 from service.telemetry.context import REQUEST_INFO, RequestInfo, request_model
-from service.telemetry.families import Families, Spec, Value, _LocalHistogram
+from service.telemetry.families import Families, Spec, Value, observe_all
 from service.telemetry.hooks import StepOutcome
 from service.telemetry.multiprocess import MULTIPROC_ENV
 
@@ -41,6 +41,7 @@ STORE_BUCKETS = (
 COUNT_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 
 _MODEL = ("model", "version")
+_LOG_LIMIT = 1024  # model requests noted before they are counted (or at the next scrape)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 SPECS = {
@@ -262,11 +263,13 @@ class MetricsObserver:
     """The front door's observer: HTTP requests in flight and answered, and per-model
     request counts and durations for every request, whichever way it was answered.
 
-    In one process the counts wait in a plain dict keyed by everything their labels
-    need, and reach their metrics when /metrics is scraped (`flush`): one dict update
-    per request instead of two labelled updates and the in-flight gauge's two. With
-    several workers they go to the shared files at once, since the scraped worker
-    cannot flush the others.
+    In one process a request that ran on a model version is noted in a list as it ends
+    (one append), and the others in a plain dict keyed by everything their labels need;
+    both reach their metrics when /metrics is scraped, or once the list holds
+    _LOG_LIMIT requests (`flush`), counted together: the same model's durations are
+    bucketed at once, and equal requests counted by one Counter. With several workers
+    they go to the shared files at once, since the scraped worker cannot flush the
+    others.
     """
 
     def __init__(self, metrics: Metrics, model_routes: Iterable[str]):
@@ -282,6 +285,11 @@ class MetricsObserver:
         self._children: dict[_Key, tuple[Value, Value | None]] = {}
         self._durations: dict[tuple[str, int], Value] = {}
         self._pending: dict[_Key, int] | None = None if metrics.shared else {}
+        # One process: model requests noted as they end, counted in `flush`.
+        self._log: list[tuple[int, str, int, tuple[str, int]]] | None = (
+            None if metrics.shared else []
+        )
+        self._seconds: list[float] = []  # their durations, in the same order
         self._started = self._ended = 0
         metrics.before_scrape(self.flush)
 
@@ -292,6 +300,29 @@ class MetricsObserver:
             self._metrics.in_flight.inc()
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
+        log = self._log
+        if log is not None:
+            info: RequestInfo | None = scope.get(REQUEST_INFO)
+            model = info.model if info is not None else None
+            method = scope.get("method")
+            if model is not None and method is not None:
+                # An HTTP request that ran on a model version: the common case, noted
+                # here and counted in `flush`.
+                route = scope.get("route")
+                if id(route) not in self._routes:
+                    self._route(route, scope["path"])
+                model_key = (model.name, model.version)
+                if model_key not in self._durations:
+                    self._duration(model)
+                # Only strings and numbers: the collector stops tracking such a tuple.
+                log.append((id(route), method, status, model_key))
+                self._seconds.append(seconds)
+                if len(log) >= _LOG_LIMIT:
+                    self.flush()
+                return
+        self._ended_now(scope, status, seconds)
+
+    def _ended_now(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")  # set by the router that matched, or the front door
         known = self._routes.get(id(route))
         if known is None:
@@ -312,16 +343,7 @@ class MetricsObserver:
         else:
             name, version = None, 0  # not a model request
         if model is not None and method != "WEBSOCKET":  # a stream's time is its connection's
-            duration = self._durations.get((model.name, model.version))
-            if duration is None:
-                duration = self._durations[(model.name, model.version)] = self._metrics.model(
-                    model
-                ).request_duration
-            if type(duration) is _LocalHistogram:  # only the event loop updates it: no lock
-                duration.counts[bisect_left(duration.bounds, seconds)] += 1
-                duration.sum += seconds
-            else:
-                duration.observe(seconds)
+            self._duration(model).observe(seconds)
         key = (template, method, status, name, version)
         pending = self._pending
         if pending is not None:
@@ -330,6 +352,14 @@ class MetricsObserver:
         else:
             self._count(key, 1)
             self._metrics.in_flight.dec()
+
+    def _duration(self, model: LoadedModel) -> Value:
+        duration = self._durations.get((model.name, model.version))
+        if duration is None:
+            duration = self._durations[(model.name, model.version)] = self._metrics.model(
+                model
+            ).request_duration
+        return duration
 
     def _route(self, route: Any, path: str) -> tuple[Any, str, bool]:
         """What the observer needs of a route object, learnt the first time it is seen."""
@@ -347,6 +377,25 @@ class MetricsObserver:
         pending = self._pending
         if pending is None:
             return
+        log, seconds = self._log, self._seconds
+        if log:
+            assert log is not None
+            self._log, self._seconds = [], []
+            self._ended += len(log)
+            by_model: dict[tuple[str, int], list[float]] = {}
+            for (_, _, _, model_key), took in zip(log, seconds, strict=True):
+                found = by_model.get(model_key)
+                if found is None:
+                    found = by_model[model_key] = []
+                found.append(took)
+            for model_key, took_all in by_model.items():
+                observe_all(self._durations[model_key], took_all)
+            for (route_id, method, status, (name, version)), count in Counter(log).items():
+                known = self._routes.get(route_id, _UNKNOWN_ROUTE)
+                if method not in _METHODS:
+                    method = "other"
+                noted: _Key = (known[1], method, status, name, version)
+                pending[noted] = pending.get(noted, 0) + count
         for key, count in pending.items():
             self._count(key, count)
         pending.clear()
@@ -367,6 +416,8 @@ class MetricsObserver:
         if children[1] is not None:
             children[1].inc(count)
 
+
+_UNKNOWN_ROUTE = (None, "", False)  # beyond the routes remembered (an app has a few dozen)
 
 # (route template, method, status, model name or None when not a model request, version)
 _Key = tuple[str, str, int, str | None, int]

@@ -9,6 +9,7 @@ the core splits them (`ort_runs`), not by a layer around each `session.run`.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -21,7 +22,7 @@ from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_ste
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
 from service.telemetry.families import LOCK, _LocalHistogram, _LocalNumber
-from service.telemetry.hooks import StepOutcome
+from service.telemetry.hooks import RunRecord, StepOutcome, shapes
 from service.telemetry.metrics import Metrics, ModelMetrics
 from service.telemetry.store import MeasuredStore
 
@@ -31,20 +32,19 @@ if TYPE_CHECKING:
 _NULL: AbstractContextManager[None] = nullcontext()
 
 
-def ort_runs(inputs: Sequence[SeriesInput], chunk_steps: int) -> list[tuple[int, int]]:
-    """The ONNX Runtime runs InferenceCore.predict makes for `inputs`, as (series per
-    run, number of such runs): one group per length, run in chunks of at most
-    `chunk_steps` steps (batch x time), then the rollout of the series whose horizon is
-    above 1, one run per further forecast step, all of them together."""
+def ort_runs(ran: Sequence[tuple[int, int]], chunk_steps: int) -> list[tuple[int, int]]:
+    """The ONNX Runtime runs InferenceCore.predict makes for series of these (length,
+    horizon), as (series per run, number of such runs): one group per length, run in
+    chunks of at most `chunk_steps` steps (batch x time), then the rollout of the series
+    whose horizon is above 1, one run per further forecast step, all of them together."""
     by_length: dict[int, int] = {}
     rolled = 0
     horizon = 1
-    for s in inputs:
-        length = s.values.shape[0]
+    for length, series_horizon in ran:
         by_length[length] = by_length.get(length, 0) + 1
-        if s.horizon > 1:
+        if series_horizon > 1:
             rolled += 1
-            horizon = max(horizon, s.horizon)
+            horizon = max(horizon, series_horizon)
     runs = [
         (batch, max(1, -(-length // max(1, chunk_steps // batch))))
         for length, batch in by_length.items()
@@ -130,7 +130,7 @@ class _RunCounts:
                 run_batch.sum += runs
             return
         steps = work_steps(inputs)
-        runs = ort_runs(inputs, self.chunk_steps)
+        runs = ort_runs(shapes(inputs), self.chunk_steps)
         if not self.local:
             self.compute.observe(seconds)
             self.executions.inc()
@@ -149,6 +149,43 @@ class _RunCounts:
             self.executions_n.value += 1
             self.series_n.value += len(inputs)
             self.steps_n.value += steps
+            for j, batch, count in found:
+                run_batch.counts[j] += count
+                run_batch.sum += batch * count
+
+    def record_all(self, records: Sequence[RunRecord]) -> None:
+        """Count these inference-core calls of the runner (local values only)."""
+        waits: list[float] = []
+        durations: list[float] = []
+        sizes: list[int] = []
+        series = steps = 0
+        chunk = self.chunk_steps
+        runs_1 = 0  # ONNX Runtime runs of one series
+        runs: list[tuple[int, int]] = []  # (series, number of such runs) of the others
+        for _, start, end, tickets, ran in records:
+            durations.append(end - start)
+            sizes.append(len(tickets))
+            waits += [start - ticket for ticket in tickets]
+            if len(ran) == 1:  # one series: the common case, kept short
+                length, horizon = ran[0]
+                series += 1
+                steps += length + horizon - 1
+                runs_1 += horizon if length <= chunk else horizon - 1 - (-length // chunk)
+                continue
+            series += len(ran)
+            steps += sum(length + horizon - 1 for length, horizon in ran)
+            runs += ort_runs(ran, chunk)
+        run_batch = self.run_batch_h
+        found = [(bisect_left(run_batch.bounds, batch), batch, count) for batch, count in runs]
+        self.queue_h.observe_all(waits)
+        self.compute_h.observe_all(durations)
+        self.batch_calls_h.observe_all(sizes)
+        with LOCK:
+            self.executions_n.value += len(records)
+            self.series_n.value += series
+            self.steps_n.value += steps
+            run_batch.counts[0] += runs_1  # the first bound is 1
+            run_batch.sum += runs_1
             for j, batch, count in found:
                 run_batch.counts[j] += count
                 run_batch.sum += batch * count
@@ -191,20 +228,37 @@ class TracedCore(MeasuredCore):
 
 
 class RunTelemetry:
-    """service.telemetry.hooks.RunHooks that count (metrics) and trace (tracing)."""
+    """service.telemetry.hooks.RunHooks that count (metrics) and trace (tracing).
+
+    Metrics in one process without tracing take the runner's records, counted when
+    drained (before each scrape, or once the runner holds DRAIN_AT of them); otherwise
+    the cores it makes count each call, and `batch` each batch's waits.
+    """
 
     def __init__(self, metrics: Metrics | None, tracing: Tracing | None) -> None:
         self._metrics = metrics
         self._tracing = tracing
         self._counts: dict[tuple[str, int], _RunCounts] = {}
+        local = metrics is not None and not metrics.shared
+        self.records: list[RunRecord] | None = [] if local and tracing is None else None
+        self._draining = threading.Lock()
+        if self.records is not None:
+            assert metrics is not None
+            metrics.before_scrape(self.drain)
+
+    def _counts_of(self, model: LoadedModel, chunk_steps: int) -> _RunCounts:
+        assert self._metrics is not None
+        key = (model.name, model.version)
+        counts = self._counts.get(key)
+        if counts is None or counts.chunk_steps != max(1, chunk_steps):
+            counts = self._counts[key] = _RunCounts(self._metrics.model(model), chunk_steps)
+        return counts
 
     def core(self, model: LoadedModel, chunk_steps: int) -> InferenceCore:
-        counts = None
-        if self._metrics is not None:
-            key = (model.name, model.version)
-            counts = self._counts.get(key)
-            if counts is None or counts.chunk_steps != max(1, chunk_steps):
-                counts = self._counts[key] = _RunCounts(self._metrics.model(model), chunk_steps)
+        if self.records is not None:
+            self._counts_of(model, chunk_steps)
+            return InferenceCore(model, chunk_steps)  # the runner's records count it
+        counts = self._counts_of(model, chunk_steps) if self._metrics is not None else None
         made = MeasuredCore if self._tracing is None else TracedCore
         return made(model, chunk_steps, counts, self._tracing)
 
@@ -221,6 +275,20 @@ class RunTelemetry:
         if tracing is None:
             return _NULL
         return tracing.batch(core.model, [ticket[1] for ticket in tickets])
+
+    def drain(self) -> None:
+        records = self.records
+        if not records:
+            return
+        with self._draining:  # appends go on meanwhile (list.append is atomic)
+            taken = records[: len(records)]
+            del records[: len(taken)]
+        by_model: dict[tuple[str, int], list[RunRecord]] = {}
+        for record in taken:
+            model = record[0].model
+            by_model.setdefault((model.name, model.version), []).append(record)
+        for key, found in by_model.items():
+            self._counts[key].record_all(found)  # made with the core
 
 
 class SessionTelemetry:

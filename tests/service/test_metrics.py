@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.inference import InferenceCore, SeriesInput, work_steps
 from service.repository import LoadedModel, load_version
 from service.runner import ModelRunner
-from service.telemetry.metrics import Metrics
-from service.telemetry.work import RunTelemetry, ort_runs
+from service.telemetry.hooks import DRAIN_AT, shapes
+from service.telemetry.metrics import _LOG_LIMIT, Metrics
+from service.telemetry.work import MeasuredCore, RunTelemetry, _RunCounts, ort_runs
 from tests.redis_fixture import free_port
 from tests.service.sessions_support import MakeClient
 
@@ -207,6 +208,53 @@ async def test_coalesced_calls_count_as_one_batch(model_dir: Path) -> None:
     assert by_model(samples, "seqcast_inference_series_total") == {gru: 5}
 
 
+@pytest.mark.anyio
+async def test_runs_are_counted_past_the_records_kept_and_on_the_pool(model_dir: Path) -> None:
+    """More calls than the runner keeps records of, on the event loop and on the thread
+    pool: every one counted, and the records drained as they go."""
+    model = load_version(
+        model_dir / "tiny-gru" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
+    )
+    metrics = Metrics()
+    hooks = RunTelemetry(metrics, None)
+    inline = ModelRunner(1024, hooks=hooks)
+    pooled = ModelRunner(0, hooks=hooks)  # every call on a worker thread
+    values = np.ones((3, 1), np.float32)
+    calls = DRAIN_AT * 2 + 5
+    for _ in range(calls):
+        await inline.run(model, [SeriesInput(values=values)])
+        assert hooks.records is not None
+        assert len(hooks.records) < DRAIN_AT
+    for _ in range(7):
+        await pooled.run(model, [SeriesInput(values=values, horizon=2)])
+        assert hooks.records == []  # a pooled call's inputs are not kept
+    samples = parse(metrics.render(None)[0].decode())
+    gru = ("tiny-gru", "1")
+    assert by_model(samples, "seqcast_inference_executions_total") == {gru: calls + 7}
+    assert by_model(samples, "seqcast_inference_queue_duration_seconds_count") == {gru: calls + 7}
+    assert by_model(samples, "seqcast_inference_compute_duration_seconds_count") == {gru: calls + 7}
+    assert by_model(samples, "seqcast_inference_steps_total") == {gru: calls * 3 + 7 * 4}
+    assert by_model(samples, "seqcast_inference_run_batch_size_count") == {gru: calls + 7 * 2}
+
+
+def test_requests_are_counted_past_the_ones_noted(make_client: MakeClient) -> None:
+    """More model requests than the front door's observer notes before counting them."""
+    one = {"series": [{"values": [1.0, 2.0]}]}
+    with make_client() as c:
+        for _ in range(_LOG_LIMIT + 3):
+            assert c.post("/v1/models/tiny-rnn/predict", json=one).status_code == 200
+        samples = scrape(c)
+    assert of(samples, "seqcast_inference_requests_total") == {
+        ("200", "tiny-rnn", "success", "1"): _LOG_LIMIT + 3
+    }
+    assert by_model(samples, "seqcast_inference_request_duration_seconds_count") == {
+        ("tiny-rnn", "1"): _LOG_LIMIT + 3
+    }
+    http = of(samples, "seqcast_http_requests_total")
+    assert http[("POST", "/v1/models/{name}/predict", "200")] == _LOG_LIMIT + 3
+    assert of(samples, "seqcast_http_requests_in_flight") == {(): 1}  # the scrape itself
+
+
 @pytest.mark.parametrize(
     ("exempt", "status_without_key"), [("health", 401), ("health,metrics", 200)]
 )
@@ -253,8 +301,14 @@ class _CountingCore(InferenceCore):
         return super()._run(x, h0, c0)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("chunk_steps", [1, 3, 7, 32_768])
-def test_counted_runs_are_the_runs_the_core_makes(model_dir: Path, chunk_steps: int) -> None:
+@pytest.mark.parametrize("way", ["records", "core"])
+async def test_counted_runs_are_the_runs_the_core_makes(
+    model_dir: Path, chunk_steps: int, way: str
+) -> None:
+    """Both ways of counting (the runner's records, or a measured core when tracing or
+    several workers) count the ONNX Runtime runs the core makes."""
     model = load_version(
         model_dir / "tiny-lstm" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
     )
@@ -269,16 +323,24 @@ def test_counted_runs_are_the_runs_the_core_makes(model_dir: Path, chunk_steps: 
         ]
         core = _CountingCore(model, chunk_steps)
         core.predict(inputs)
-        counted = sorted(b for batch, n in ort_runs(inputs, chunk_steps) for b in [batch] * n)
+        counted = sorted(
+            b for batch, n in ort_runs(shapes(inputs), chunk_steps) for b in [batch] * n
+        )
         assert counted == sorted(core.runs), (
             chunk_steps,
             [(s.values.shape, s.horizon) for s in inputs],
         )
         # And through the metrics (one series alone has a path of its own).
         metrics = Metrics()
-        measured = RunTelemetry(metrics, None).core(model, chunk_steps)
-        measured.predict(inputs)
-        measured.predict(inputs[:1])
+        if way == "records":
+            runner = ModelRunner(1024, chunk_steps=chunk_steps, hooks=RunTelemetry(metrics, None))
+            await runner.run(model, inputs)
+            await runner.run(model, inputs[:1])
+        else:
+            counts = _RunCounts(metrics.model(model), chunk_steps)
+            measured = MeasuredCore(model, chunk_steps, counts, None)
+            measured.predict(inputs)
+            measured.predict(inputs[:1])
         samples = parse(metrics.render(None)[0].decode())
         alone = _CountingCore(model, chunk_steps)
         alone.predict(inputs[:1])
@@ -289,6 +351,8 @@ def test_counted_runs_are_the_runs_the_core_makes(model_dir: Path, chunk_steps: 
         assert by_model(samples, "seqcast_inference_steps_total") == {
             lstm: work_steps(inputs) + work_steps(inputs[:1])
         }
+        assert by_model(samples, "seqcast_inference_executions_total") == {lstm: 2}
+        assert by_model(samples, "seqcast_inference_series_total") == {lstm: len(inputs) + 1}
 
 
 @pytest.mark.parametrize("version", ["%C2%B2", "%E2%91%A0", "0x1"])
