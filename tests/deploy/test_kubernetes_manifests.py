@@ -10,11 +10,14 @@ code (settings, probe paths, ports).
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from tests.deploy.kube import (
     K8S,
@@ -85,6 +88,22 @@ def test_each_kustomization_lists_every_manifest_beside_it(directory: Path) -> N
     # Nothing outside deploy/kubernetes is pulled in.
     for m in objects(directory):
         assert m.path.is_relative_to(K8S)
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda d: str(d.relative_to(K8S)))
+def test_kustomize_builds_exactly_these_objects(directory: Path) -> None:
+    # kubectl's built-in kustomize, where kubectl is installed (no cluster is needed).
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(built)}
+    assert by_name == {(m.kind, m.name): m.obj for m in objects(directory)}
 
 
 def test_names_are_unique_per_kind() -> None:
