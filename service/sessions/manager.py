@@ -16,7 +16,6 @@ import asyncio
 import logging
 import secrets
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -132,10 +131,19 @@ class SessionManager:
         # wasted model run before the token check fails and a fresh read decides.
         self._recent: OrderedDict[str, SessionRecord] = OrderedDict()
         self._recent_max = recent_records
-        # One lock per session id while any step on it is in flight, so steps of one
-        # session in this process queue instead of racing (and wasting a model run)
-        # to a compare-and-advance that only one of them can win.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # The sessions with a step in flight in this process, each with the steps
+        # waiting for it in arrival order, so steps of one session queue instead of
+        # racing (and wasting a model run) to a compare-and-advance that only one of
+        # them can win. A plain dict: an uncontended step costs two dict operations.
+        self._stepping: dict[str, list[asyncio.Future[None]]] = {}
+        # A store in this process (the memory store) answers reads and
+        # compare-and-advance at once: a step calls those, without a coroutine each.
+        self._get_now: Callable[[str], SessionRecord | None] | None = getattr(
+            store, "get_now", None
+        )
+        self._advance_now: Callable[[SessionRecord, SessionRecord], Advance] | None = getattr(
+            store, "compare_and_advance_now", None
+        )
 
     def model_of(self, record: SessionRecord) -> LoadedModel:
         """The loaded model version a session runs on; VersionGone when it is not loaded."""
@@ -219,51 +227,91 @@ class SessionManager:
         The values are checked against the session's model (service.inputs) once the
         stored record says which model that is.
         """
-        lock = self._locks.get(session_id)
-        if lock is None:
-            lock = self._locks[session_id] = asyncio.Lock()
-        async with lock:
-            array: np.ndarray | None = None
-            digest = ""
-            # Three rounds always suffice: a lost compare-and-advance means the offset
-            # moved; after a stale remembered record, a fresh read either applies the
-            # step or decides it (replay or conflict), and after a race lost on a fresh
-            # read, the next read decides it.
-            for round_ in range(3):
-                record = self._remembered(session_id, owner, offset) if round_ == 0 else None
-                if record is None:
-                    record = await self.get(session_id, owner)
-                model = self.model_of(record)
-                note_model(model)
-                if array is None:
-                    check_horizon(horizon, model, self.limits, "horizon")
-                    array = values_array(values, model, self.limits, "values")
-                    digest = step_digest(array, horizon)
-                last = record.last_step
-                if last is not None and last.offset == offset and last.digest == digest:
-                    log.info(
-                        "session %s: step at offset %d replayed", session_tag(session_id), offset
-                    )
-                    self._hooks.step(model, "replayed")
-                    return await self._replay(model, record, last, array, horizon)
-                if offset != record.offset:
-                    self._hooks.step(model, "conflict")
-                    raise OffsetConflict(offset, record.offset)
-                outcome, result, advanced = await self._apply(model, record, array, horizon, digest)
-                if outcome is Advance.APPLIED:
-                    self._hooks.step(model, "applied")
-                    self._remember(advanced)
-                    return result
-                self._recent.pop(session_id, None)
-                if outcome is Advance.GONE:
-                    raise SessionNotFound(session_id)
-                log.info(
-                    "session %s: offset moved during the step; deciding again",
-                    session_tag(session_id),
-                )
-            current = await self.get(session_id, owner)
-            self._hooks.step(model, "conflict")
-            raise OffsetConflict(offset, current.offset)
+        waiting = self._stepping.get(session_id)
+        if waiting is None:
+            self._stepping[session_id] = []
+        else:  # another step of this session is in flight here: wait for its end
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._next_step(session_id)  # given the turn, but gone: pass it on
+                else:
+                    waiting.remove(turn)
+                raise
+        try:
+            return await self._step(session_id, owner, offset, values, horizon)
+        finally:
+            self._next_step(session_id)
+
+    def _next_step(self, session_id: str) -> None:
+        """The step in flight ended: the next waiting one goes on."""
+        waiting = self._stepping[session_id]
+        while waiting:
+            turn = waiting.pop(0)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._stepping[session_id]
+
+    async def _read(self, session_id: str, owner: str) -> SessionRecord:
+        get_now = self._get_now
+        if get_now is None:
+            return await self.get(session_id, owner)
+        record = get_now(session_id)
+        if record is None or record.owner != owner:
+            raise SessionNotFound(session_id)
+        return record
+
+    async def _step(
+        self,
+        session_id: str,
+        owner: str,
+        offset: int,
+        values: Sequence[float] | Sequence[Sequence[float]],
+        horizon: int,
+    ) -> StepResult:
+        array: np.ndarray | None = None
+        digest = ""
+        # Three rounds always suffice: a lost compare-and-advance means the offset
+        # moved; after a stale remembered record, a fresh read either applies the
+        # step or decides it (replay or conflict), and after a race lost on a fresh
+        # read, the next read decides it.
+        for round_ in range(3):
+            record = self._remembered(session_id, owner, offset) if round_ == 0 else None
+            if record is None:
+                record = await self._read(session_id, owner)
+            model = self.model_of(record)
+            note_model(model)
+            if array is None:
+                check_horizon(horizon, model, self.limits, "horizon")
+                array = values_array(values, model, self.limits, "values")
+                digest = step_digest(array, horizon)
+            last = record.last_step
+            if last is not None and last.offset == offset and last.digest == digest:
+                log.info("session %s: step at offset %d replayed", session_tag(session_id), offset)
+                self._hooks.step(model, "replayed")
+                return await self._replay(model, record, last, array, horizon)
+            if offset != record.offset:
+                self._hooks.step(model, "conflict")
+                raise OffsetConflict(offset, record.offset)
+            outcome, result, advanced = await self._apply(model, record, array, horizon, digest)
+            if outcome is Advance.APPLIED:
+                self._hooks.step(model, "applied")
+                self._remember(advanced)
+                return result
+            self._recent.pop(session_id, None)
+            if outcome is Advance.GONE:
+                raise SessionNotFound(session_id)
+            log.info(
+                "session %s: offset moved during the step; deciding again",
+                session_tag(session_id),
+            )
+        current = await self._read(session_id, owner)
+        self._hooks.step(model, "conflict")
+        raise OffsetConflict(offset, current.offset)
 
     def _answer_fits(self, model: LoadedModel, steps: int, horizon: int) -> bool:
         return (steps + horizon) * model.manifest.architecture.output_size * 4 <= (
@@ -308,6 +356,9 @@ class SessionManager:
             token=new_token(),
         )
         result = _result(record, record.offset, steps, out.predictions, out.forecast, False)
+        advance_now = self._advance_now
+        if advance_now is not None:
+            return advance_now(record, advanced), result, advanced
         return await self.store.compare_and_advance(record, advanced), result, advanced
 
     async def _replay(

@@ -96,6 +96,10 @@ class MemoryStore:
         self._live_per_owner[record.owner] += 1
 
     async def get(self, session_id: str) -> SessionRecord | None:
+        return self.get_now(session_id)
+
+    def get_now(self, session_id: str) -> SessionRecord | None:
+        """`get`, answered at once (service.sessions.store.InProcessStore)."""
         return self._live(session_id)
 
     async def delete(self, session_id: str, owner: str) -> bool:
@@ -106,6 +110,10 @@ class MemoryStore:
         return True
 
     async def compare_and_advance(self, expected: SessionRecord, record: SessionRecord) -> Advance:
+        return self.compare_and_advance_now(expected, record)
+
+    def compare_and_advance_now(self, expected: SessionRecord, record: SessionRecord) -> Advance:
+        """`compare_and_advance`, answered at once (InProcessStore)."""
         current = self._live(record.id)
         if current is None:
             return Advance.GONE

@@ -82,3 +82,16 @@ class SessionStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the store is not used afterwards."""
+
+
+class InProcessStore(SessionStore, Protocol):
+    """A store in this process (the memory store) whose read and compare-and-advance
+    answer without awaiting: the session manager calls these two on every step instead
+    of their coroutines. A wrapper (service.telemetry.store) offers them only when it
+    can measure them so."""
+
+    def get_now(self, session_id: str) -> SessionRecord | None:
+        """`get`, at once."""
+
+    def compare_and_advance_now(self, expected: SessionRecord, record: SessionRecord) -> Advance:
+        """`compare_and_advance`, at once."""

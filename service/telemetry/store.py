@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.sessions.record import SessionRecord
 from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, SessionStore, StoreFull
-from service.telemetry.families import Value
+from service.telemetry.families import Value, observe_all
 from service.telemetry.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -40,8 +40,29 @@ class MeasuredStore:
                 op: (duration.labels(self.kind, op), errors.labels(self.kind, op))
                 for op in _OPERATIONS
             }
-        # Stores that can count their sessions (the memory store) report them.
-        self._live = metrics.sessions_live if metrics is not None and _counts(inner) else None
+        # Stores that can count their sessions (the memory store) report them: in one
+        # process when scraped, with several workers after every call.
+        live = metrics.sessions_live if metrics is not None and _counts(inner) else None
+        local = metrics is not None and not metrics.shared
+        self._live = None if local else live
+        if local and live is not None:
+            assert metrics is not None
+            metrics.before_scrape(lambda: live.set(len(inner)))  # type: ignore[arg-type]
+        # An in-process store's calls that answer at once (InProcessStore), measured
+        # here without a coroutine; offered only without tracing (no span per call).
+        self.get_now: Any = None
+        self.compare_and_advance_now: Any = None
+        if tracing is None and getattr(inner, "get_now", None) is not None:
+            self._inner_get_now = inner.get_now  # type: ignore[attr-defined]
+            self._inner_advance_now = inner.compare_and_advance_now  # type: ignore[attr-defined]
+            self.get_now = self._get_now
+            self.compare_and_advance_now = self._advance_now
+            # One process: the durations wait in a list until the next scrape.
+            self._took: dict[str, list[float]] | None = None
+            if local:
+                assert metrics is not None
+                self._took = {"get": [], "compare_and_advance": []}
+                metrics.before_scrape(self._flush)
 
     def __getattr__(self, name: str) -> Any:
         # Only for names not found here: the wrapped store's own attributes.
@@ -69,6 +90,53 @@ class MeasuredStore:
             if self._live is not None:
                 self._live.set(len(self.inner))  # type: ignore[arg-type]
         return result
+
+    def _get_now(self, session_id: str) -> SessionRecord | None:
+        start = perf_counter()
+        try:
+            return self._inner_get_now(session_id)  # type: ignore[no-any-return]
+        except Exception:
+            self._failed("get")
+            raise
+        finally:
+            self._took_now("get", perf_counter() - start)
+
+    def _advance_now(self, expected: SessionRecord, record: SessionRecord) -> Advance:
+        start = perf_counter()
+        try:
+            return self._inner_advance_now(expected, record)  # type: ignore[no-any-return]
+        except Exception:
+            self._failed("compare_and_advance")
+            raise
+        finally:
+            self._took_now("compare_and_advance", perf_counter() - start)
+
+    def _took_now(self, operation: str, seconds: float) -> None:
+        took = self._took
+        if took is None:
+            timers = self._timers.get(operation)
+            if timers is not None:
+                timers[0].observe(seconds)
+            if self._live is not None:
+                self._live.set(len(self.inner))  # type: ignore[arg-type]
+            return
+        noted = took[operation]
+        noted.append(seconds)
+        if len(noted) >= 1024:
+            self._flush()
+
+    def _failed(self, operation: str) -> None:
+        timers = self._timers.get(operation)
+        if timers is not None:
+            timers[1].inc()
+
+    def _flush(self) -> None:
+        """Count the durations noted since the last scrape (one process)."""
+        assert self._took is not None
+        for operation, noted in self._took.items():
+            if noted:
+                self._took[operation] = []
+                observe_all(self._timers[operation][0], noted)
 
     # Each returns _measure's coroutine itself: no coroutine of its own around it.
 

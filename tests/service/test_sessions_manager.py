@@ -43,15 +43,15 @@ def repository(model_dir: Path) -> ModelRepository:
 
 
 class CountingStore(MemoryStore):
-    """A memory store that counts reads."""
+    """A memory store that counts reads (a step reads with get_now, others with get)."""
 
     def __init__(self) -> None:
         super().__init__(max_sessions=10, ttl_s=60)
         self.reads = 0
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    def get_now(self, session_id: str) -> SessionRecord | None:
         self.reads += 1
-        return await super().get(session_id)
+        return super().get_now(session_id)
 
 
 def replicas(
@@ -147,6 +147,49 @@ async def test_steps_in_one_replica_queue_instead_of_racing(
             tg.start_soon(step)
     assert len(runs) == 1  # the per-session lock: one model run, four replays
     assert sum(r.replayed for r in results) == 4
+
+
+@pytest.mark.parametrize("cancelled", ["waiting", "given the turn"])
+async def test_a_step_cancelled_in_the_queue_lets_the_next_go_on(
+    repository: ModelRepository, cancelled: str
+) -> None:
+    """Steps of one session queue; one cancelled while it waits (or just as its turn
+    comes) neither blocks the steps behind it nor stays in the queue."""
+    a, _, runs = replicas(repository, delay_s=0.05)
+    model = repository.get("tiny-rnn")
+    assert model is not None
+    record = await a.create(model, "")
+    one = np.ones((1, 1), np.float32).tolist()
+    done: list[int] = []
+    second = anyio.CancelScope()
+
+    async def first() -> None:
+        done.append((await a.observe(record.id, "", 0, one, 1)).offset)
+        if cancelled == "given the turn":
+            second.cancel()  # the second step was just given its turn, and not yet run
+
+    async def step(offset: int) -> None:
+        with second:
+            done.append((await a.observe(record.id, "", offset, one, 1)).offset)
+
+    async def third() -> None:
+        done.append((await a.observe(record.id, "", 1, one, 1)).offset)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)  # in flight: its run takes 50 ms
+        await anyio.sleep(0.01)
+        tg.start_soon(step, 1)  # waits behind the first
+        await anyio.sleep(0.005)
+        tg.start_soon(third)  # and this one behind it
+        await anyio.sleep(0.005)
+        if cancelled == "waiting":
+            second.cancel()
+    assert done == [1, 2]  # the step behind the cancelled one ran
+    assert (await a.get(record.id, "")).offset == 2
+    assert a._stepping == {}
+    # The first and the third ran; the second may have begun its run before its
+    # cancellation reached it (never its compare-and-advance).
+    assert len(runs) == (2 if cancelled == "waiting" else 3)
 
 
 async def test_remembered_records_skip_reads_and_survive_replica_switches(
