@@ -59,17 +59,19 @@ class LoadedModel:
     # Values up to this magnitude stay within float32 once scaled, whatever the feature
     # (inf when scale_is_safe): one max() decides for a whole request.
     safe_abs: float
+    # (num_layers, hidden) of one series' h (and c), and its size packed as float32.
+    state_shape: tuple[int, int] = field(init=False)
+    state_bytes: int = field(init=False)
+    is_lstm: bool = field(init=False)
 
     def __post_init__(self) -> None:
         # Read on every request: plain attributes rather than properties over the manifest.
         object.__setattr__(self, "name", self.manifest.name)
         object.__setattr__(self, "version", self.manifest.version)
-
-    @property
-    def state_shape(self) -> tuple[int, int]:
-        """(num_layers, hidden) of one series' h (and c)."""
         a = self.manifest.architecture
-        return a.num_layers, a.hidden_size
+        object.__setattr__(self, "state_shape", (a.num_layers, a.hidden_size))
+        object.__setattr__(self, "state_bytes", a.num_layers * a.hidden_size * 4)
+        object.__setattr__(self, "is_lstm", self.manifest.is_lstm)
 
 
 @dataclass(frozen=True)

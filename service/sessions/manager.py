@@ -152,8 +152,7 @@ class SessionManager:
             raise VersionGone(record)
         # A reload may have replaced the version's files with a model of another state
         # shape: such a session cannot continue on it.
-        layers, hidden = model.state_shape
-        if len(record.h) != layers * hidden * 4 or (record.c is None) == model.manifest.is_lstm:
+        if len(record.h) != model.state_bytes or (record.c is None) == model.is_lstm:
             raise VersionGone(record, "has reloaded with another state shape")
         return model
 
@@ -256,15 +255,6 @@ class SessionManager:
                 return
         del self._stepping[session_id]
 
-    async def _read(self, session_id: str, owner: str) -> SessionRecord:
-        get_now = self._get_now
-        if get_now is None:
-            return await self.get(session_id, owner)
-        record = get_now(session_id)
-        if record is None or record.owner != owner:
-            raise SessionNotFound(session_id)
-        return record
-
     async def _step(
         self,
         session_id: str,
@@ -282,7 +272,12 @@ class SessionManager:
         for round_ in range(3):
             record = self._remembered(session_id, owner, offset) if round_ == 0 else None
             if record is None:
-                record = await self._read(session_id, owner)
+                get_now = self._get_now
+                record = (
+                    get_now(session_id) if get_now is not None else await self.store.get(session_id)
+                )
+                if record is None or record.owner != owner:
+                    raise SessionNotFound(session_id)
             model = self.model_of(record)
             note_model(model)
             if array is None:
@@ -309,7 +304,7 @@ class SessionManager:
                 "session %s: offset moved during the step; deciding again",
                 session_tag(session_id),
             )
-        current = await self._read(session_id, owner)
+        current = await self.get(session_id, owner)
         self._hooks.step(model, "conflict")
         raise OffsetConflict(offset, current.offset)
 
@@ -336,9 +331,9 @@ class SessionManager:
         (out,) = await self._run(
             model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)], alone=not keep_answer
         )
-        if keep_answer:
-            both = np.concatenate([out.predictions, out.forecast])
-            applied = AppliedStep(record.offset, digest, answer=pack_state(both))
+        if keep_answer:  # (time + horizon, targets) float32, the two parts one after the other
+            answer = pack_state(out.predictions) + pack_state(out.forecast)
+            applied = AppliedStep(record.offset, digest, answer=answer)
         else:
             applied = AppliedStep(record.offset, digest, h_before=record.h, c_before=record.c)
         # Built field by field: dataclasses.replace costs twice as much on every step.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -294,6 +295,20 @@ def test_step_digest(a: tuple[list[object], int], b: tuple[list[object], int], s
     da = step_digest(np.asarray(a[0], dtype=np.float64), a[1])
     db = step_digest(np.asarray(b[0], dtype=np.float64), b[1])
     assert (da == db) is same
+
+
+@pytest.mark.parametrize("shape", [(3,), (5, 1), (2, 3), (1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_digest_is_the_one_stored_records_hold(
+    shape: tuple[int, ...], dtype: type[np.floating]
+) -> None:
+    """Records already stored (Redis outlives a server version) keep matching their
+    retries: the digest is sha256 of repr((shape, horizon)) then the float64 values."""
+    values = np.arange(np.prod(shape), dtype=dtype).reshape(shape) / 7
+    as_f8 = np.ascontiguousarray(values, dtype="<f8")
+    expected = hashlib.sha256(repr((as_f8.shape, 4)).encode() + as_f8.tobytes()).hexdigest()
+    assert step_digest(values, 4) == expected
+    assert step_digest(values[::-1], 4) != expected or shape[0] == 1  # order matters
 
 
 def test_unpack_state_rejects_wrong_size() -> None:
