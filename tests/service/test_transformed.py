@@ -301,3 +301,30 @@ def test_session_steps_and_frames_answer_intervals(client: TestClient) -> None:
         answer = json.loads(ws.receive_text())
     assert answer["start"] == 3  # the refused step did not apply
     assert [i["level"] for i in answer["intervals"]] == [0.5, 0.9]
+
+
+def test_the_python_client_carries_levels_and_asks_for_intervals(
+    trained_models: tuple[Path, dict[str, Trained]],
+) -> None:
+    from service.client import Client
+    from tests.service.sessions_support import live_server
+
+    values = [2710.3, 2778.8, 2775.5, 2785.2, 2847.7, 2834.4]
+    with (
+        live_server(Settings(model_dir=trained_models[0])) as address,
+        Client(f"http://{address}") as seqcast,
+    ):
+        whole = seqcast.predict("gdp-diff", values, horizon=3)
+        first = seqcast.predict("gdp-diff", values[:4])
+        assert first.state is not None
+        rest = seqcast.predict(
+            "gdp-diff", values[4:], state=first.state, horizon=3, intervals=[0.8]
+        )
+        np.testing.assert_allclose(rest.forecast, whole.forecast, rtol=1e-6)
+        assert rest.intervals is not None
+        assert rest.intervals[0]["level"] == 0.8
+        with seqcast.create_session("gdp-diff") as session:
+            step = session.observe(values, horizon=3, intervals=[0.95])
+        np.testing.assert_allclose(step.forecast, whole.forecast, rtol=1e-6)
+        assert step.intervals is not None
+        assert len(step.intervals[0]["upper"]) == 3
