@@ -222,13 +222,14 @@ def _unit_root_tests(z: np.ndarray) -> tuple[float, float]:
     kpss_p, adf_p = 1.0, 0.0
     for j in range(z.shape[1]):
         column = z[:, j]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             # KPSS reports p-values beyond its table as the table's edge, with a warning;
             # statsmodels 0.15 warns that the result type will change (index 1 stays the
             # p-value), and a noiseless column makes ADF's regression rank-deficient.
             warnings.simplefilter("ignore", InterpolationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", SingularMatrixWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)  # a noiseless column: log(0)
             kpss_p = min(kpss_p, float(kpss(column, regression="c", nlags="auto")[1]))
             adf_p = max(adf_p, float(adfuller(column, autolag="AIC")[1]))
     return kpss_p, adf_p
