@@ -287,14 +287,14 @@ def check_intervals(
     if calibrated is None:
         raise InputError(
             "invalid_value",
-            f"{field}: model {model.name!r} version {model.version} has no calibrated "
-            "intervals (trained before they existed, or with too few validation rows)",
+            f"{field}: no intervals are calibrated for model {model.name!r} version "
+            f"{model.version} (trained before they existed, or with too few validation rows)",
             field,
         )
     if horizon > len(calibrated.widths):
         raise InputError(
             "invalid_value",
-            f"{field}: model {model.name!r} has intervals calibrated for at most "
+            f"{field}: intervals are calibrated for model {model.name!r} for at most "
             f"{len(calibrated.widths)} step(s); horizon is {horizon}",
             field,
         )

@@ -278,7 +278,7 @@ def test_intervals_beyond_the_calibrated_steps_are_refused(client: TestClient) -
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["field"] == "series[0].intervals"
-    assert "calibrated for at most 12 step(s)" in error["message"]
+    assert "for at most 12 step(s); horizon is 40" in error["message"]
 
 
 def test_session_steps_and_frames_answer_intervals(client: TestClient) -> None:
