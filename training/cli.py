@@ -21,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.config import CELLS, MAX_AUTO_WINDOW, SCALER_KINDS, TrainConfig
+from training.config import CELLS, MAX_AUTO_WINDOW, SCALER_KINDS, TRANSFORMS, TrainConfig
 
 # `compare`'s exit status when some cells failed the export check: this plus one bit per
 # failed cell. 0 is success, 2 bad input; 1 is `train`'s failed check.
@@ -62,6 +62,11 @@ _HELP = {
     "seed": "seed for weights and batch order",
     "threads": "CPU threads torch may use (fixed so results do not depend on the machine)",
     "device": "auto (CUDA when torch sees it) | cpu | cuda",
+    # Target transforms and seasons (training/transforms.py).
+    "transform": "target transform, applied by the service too: auto (chosen from the "
+    "training rows) | " + " | ".join(TRANSFORMS[1:]),
+    "season": "season length in rows (e.g. 12 for monthly data): seasonal differencing and "
+    "the seasonal-naive baseline",
 }
 
 
@@ -147,8 +152,10 @@ def _add_config_options(p: argparse.ArgumentParser, with_cell: bool) -> None:
             )
             continue
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP[f.name]}"}
-        if f.name in ("window", "burn_in", "test_rows", "val_rows"):
+        if f.name in ("window", "burn_in", "test_rows", "val_rows", "season"):
             kwargs.update(type=int, default=None)  # None: chosen from the data or the shares
+        elif f.name == "transform":
+            kwargs["choices"] = TRANSFORMS
         elif f.name == "scaler":
             kwargs["choices"] = SCALER_KINDS
         elif f.name == "device":
@@ -288,7 +295,7 @@ def _fail(command: str, reason: str, status: int = 2) -> int:
 def _resolve(args: argparse.Namespace, series: Series, cell: str) -> TrainConfig:
     """The run's config: test rows from --test-start, window and burn-in from the data."""
     from training.data import auto_burn_in, auto_window, count_test_rows, split_series
-    from training.pipeline import make_split
+    from training.pipeline import model_data, resolve_transform, shifted
 
     test_rows = args.test_rows
     if args.test_start is not None:
@@ -297,6 +304,8 @@ def _resolve(args: argparse.Namespace, series: Series, cell: str) -> TrainConfig
     split = split_series(
         series.rows, draft.val_fraction, draft.test_fraction, test_rows, draft.val_rows
     )
+    if split.train_end >= 2:  # differences leave `lag` fewer rows to fit a window in
+        split = shifted(split, resolve_transform(series, draft, split).lag)
     window = args.window if args.window is not None else auto_window(split)
     burn_in = args.burn_in if args.burn_in is not None else auto_burn_in(window)
     if args.window is None and burn_in >= window:
@@ -305,7 +314,7 @@ def _resolve(args: argparse.Namespace, series: Series, cell: str) -> TrainConfig
             f"{series.name} (or set --window)"
         )
     cfg = _config(args, cell, test_rows=test_rows, window=window, burn_in=burn_in)
-    make_split(series, cfg)  # DataError naming the largest window that fits
+    model_data(series, cfg)  # DataError naming the largest window that fits
     return cfg
 
 
