@@ -18,7 +18,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +29,7 @@ from service.repository import LoadedModel, ModelLookup
 from service.sessions.record import (
     AppliedStep,
     SessionRecord,
+    immutable,
     new_token,
     pack_h,
     pack_state,
@@ -80,7 +80,7 @@ class VersionGone(SessionError):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StepResult:
     """One applied (or replayed) step, in original units."""
 

@@ -6,14 +6,27 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import dataclass_transform
 
 from service.repository import LoadedModel
 
+_C = TypeVar("_C")
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass_transform(frozen_default=True)
+def immutable(cls: type[_C]) -> type[_C]:
+    """A slots dataclass that type checkers hold frozen (assigning a field is a mypy
+    error) and that is built like a plain one: a frozen dataclass's __init__ sets each
+    field through object.__setattr__, which made a step's three records cost about
+    3.5 µs more."""
+    return dataclass(slots=True)(cls)
+
+
+@immutable
 class AppliedStep:
     """What a retry of the last applied step needs to get the same answer again.
 
@@ -31,7 +44,7 @@ class AppliedStep:
     c_before: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SessionRecord:
     """One server-held session. Immutable: a step produces a new record."""
 
