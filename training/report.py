@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from training.pipeline import Trained
+from training.ranges import far_out
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,15 @@ def metrics_json(entries: Sequence[Entry], failed: dict[str, str] | None = None)
             "fit_seconds": round(fit_seconds(t), 2),
             "total_seconds": None if e.total_seconds is None else round(e.total_seconds, 2),
             "loss": {"train": t.history.train_loss, "val": t.history.val_loss},
+        }
+        if t.series.filled is not None:
+            out[e.label]["filled"] = t.series.filled
+        far = far_out(t.series, t.fitted_rows, t.split.val_end, t.config.range_k)
+        out[e.label]["out_of_range"] = {
+            "k": t.config.range_k,
+            "columns": {
+                f.column: {"count": f.count, "of": f.rows, "worst_std": f.worst} for f in far
+            },
         }
     if failed:
         out["failed"] = failed
