@@ -69,8 +69,11 @@ class LoadedModel:
     # are computed, so a client sends `client_inputs` columns of the `input_size`.
     timed: bool = field(init=False)
     client_inputs: int = field(init=False)
-    # The manifest carries the training range: inputs far outside it are counted.
+    # The manifest carries the training range: inputs far outside it are counted
+    # (service.runner); per client input, the edges beyond which a value is far out.
     ranged: bool = field(init=False)
+    far_low: np.ndarray = field(init=False)
+    far_high: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         # Read on every request: plain attributes rather than properties over the manifest.
@@ -92,6 +95,16 @@ class LoadedModel:
         object.__setattr__(self, "timed", timed)
         object.__setattr__(self, "client_inputs", len(self.manifest.client_features))
         object.__setattr__(self, "ranged", self.manifest.input_range is not None)
+        low = np.full(self.client_inputs, -np.inf)
+        high = np.full(self.client_inputs, np.inf)
+        r = self.manifest.input_range
+        if r is not None:
+            for j, name in enumerate(self.manifest.client_features):
+                col = r.columns.get(name)
+                if col is not None:
+                    low[j], high[j] = col.min - r.k * col.std, col.max + r.k * col.std
+        object.__setattr__(self, "far_low", low)
+        object.__setattr__(self, "far_high", high)
         object.__setattr__(self, "is_lstm", self.manifest.is_lstm)
 
 

@@ -367,3 +367,44 @@ def test_a_session_without_time_refuses_a_calendar_step_naming_the_field(
     )
     assert r.status_code == 200, r.text
     assert r.json()["forecast_timestamps"] == ["1961-06-01T00:00:00"]
+
+
+def _far_out_count(client: TestClient, name: str) -> float:
+    text = client.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith("seqcast_inputs_far_out_total{") and f'model="{name}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_inputs_far_outside_the_training_range_are_counted(
+    client: TestClient, trained_models: tuple[Path, dict[str, Trained]]
+) -> None:
+    manifest = json.loads((trained_models[0] / "el-dated" / "1" / "manifest.json").read_text())
+    temp = manifest["input_range"]["columns"]["temp"]
+    assert manifest["input_range"]["k"] == 3.0
+    edge = temp["max"] + 3.0 * temp["std"]
+    before = _far_out_count(client, "el-dated")
+    _predict(client, "el-dated", {"values": [temp["min"], edge - 0.01, edge + 0.5, 1e6]})
+    assert _far_out_count(client, "el-dated") == before + 2
+    # The session path and the stream run the same check.
+    session = client.post("/v1/models/el-dated/sessions", json={}).json()["session"]
+    r = client.post(f"/v1/sessions/{session}/observe", json={"values": [-1e6], "offset": 0})
+    assert r.status_code == 200, r.text
+    assert _far_out_count(client, "el-dated") == before + 3
+
+
+def test_far_out_inputs_are_logged_when_asked(
+    trained_models: tuple[Path, dict[str, Trained]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(model_dir=trained_models[0], log_far_out=True)
+    with TestClient(create_app(settings)) as logged, caplog.at_level("WARNING"):
+        _predict(logged, "el-dated", {"values": [1e6, 24.0]})
+    assert "1 input value(s) for el-dated v1 lie beyond its training range" in caplog.text
+
+
+def test_models_without_a_recorded_range_are_not_checked() -> None:
+    with TestClient(create_app(Settings())) as shipped:
+        r = shipped.post("/v1/models/sine-lstm/predict", json={"series": [{"values": [1e6]}]})
+        assert r.status_code == 200
+        assert _far_out_count(shipped, "sine-lstm") == 0.0
