@@ -143,3 +143,47 @@ def test_a_constant_calendar_feature_is_refused(tmp_path: Path) -> None:
     path = _csv(tmp_path, ["2024-01-01", "2024-01-02", "2024-01-03"])
     with pytest.raises(DataError, match="calendar feature 'hour' is constant at frequency 1D"):
         load_csv(path, ["value"], ["value"], None, "when", calendar=["hour"])
+
+
+def test_train_reports_the_grid_what_was_filled_and_test_values_far_out(tmp_path: Path) -> None:
+    """A trending quarterly series (macrodata's cpi) with a gap, dated from year and quarter:
+    its test span lies far above the training range, and the run says so."""
+    import json
+    import subprocess
+    import sys
+
+    from statsmodels.datasets import macrodata
+
+    data = macrodata.load_pandas().data
+    rows = [
+        f"{int(y)}-{3 * int(q) - 2:02d}-01,{c:.3f}"
+        for y, q, c in zip(data["year"], data["quarter"], data["cpi"], strict=True)
+    ]
+    del rows[20]  # a missing quarter
+    (tmp_path / "cpi.csv").write_text("date,cpi\n" + "\n".join(rows) + "\n")
+    args = ["--csv", "cpi.csv", "--features", "cpi", "--time-column", "date"]
+    args += ["--calendar", "quarter", "--fill", "interpolate", "--transform", "none"]
+    args += ["--range-k", "0.25"]
+    args += ["--hidden-size", "4", "--window", "10", "--burn-in", "2", "--epochs", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "train", *args, "--no-progress", "--out", "repo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "time: date every 3MS, calendar inputs quarter" in out
+    assert "filled (interpolate): 1 row(s) missing from the grid; cells filled: cpi 1" in out
+    assert "test values of 'cpi' lie more than 0.25 std outside the training range" in out
+    version = tmp_path / "repo" / "cpi-lstm" / "1"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["features"] == ["cpi", "quarter_sin", "quarter_cos"]
+    assert manifest["time"]["freq"] == "3MS"
+    assert manifest["training"]["dataset"]["filled"]["missing_rows"] == 1
+    metrics = json.loads((version / "report" / "metrics.json").read_text())
+    (far,) = metrics.values()
+    assert far["out_of_range"]["columns"]["cpi"]["count"] > 0
+    assert (version / "report" / "forecast.png").stat().st_size > 0
