@@ -587,7 +587,20 @@ def _evaluate_csv(args: argparse.Namespace) -> int:
         raise UsageError("--noise-seed applies to the synthetic series, not to --csv data")
     saved = load_saved(args.model)
     m = saved.manifest
-    series = load_csv(args.csv, m.features, m.targets, args.fill, args.time_column)
+    if m.time is not None:  # the stamps give the calendar inputs, on the model's grid
+        column = args.time_column or m.time.column
+        series = load_csv(
+            args.csv,
+            m.client_features,
+            m.targets,
+            args.fill,
+            column,
+            m.time.freq,
+            m.time.tz,
+            m.time.calendar,
+        )
+    else:
+        series = load_csv(args.csv, m.features, m.targets, args.fill, args.time_column)
     test_rows = args.test_rows
     if args.test_start is not None:
         test_rows = count_test_rows(series, args.test_start)

@@ -408,3 +408,24 @@ def test_models_without_a_recorded_range_are_not_checked() -> None:
         r = shipped.post("/v1/models/sine-lstm/predict", json={"series": [{"values": [1e6]}]})
         assert r.status_code == 200
         assert _far_out_count(shipped, "sine-lstm") == 0.0
+
+
+def test_the_python_client_sends_timestamps_and_carries_the_time(
+    trained_models: tuple[Path, dict[str, Trained]],
+) -> None:
+    from service.client import Client
+    from tests.service.sessions_support import live_server
+
+    with (
+        live_server(Settings(model_dir=trained_models[0])) as address,
+        Client(f"http://{address}") as seqcast,
+    ):
+        first = seqcast.predict("el-month", [24.1, 24.3], timestamp="1960-01-01", horizon=2)
+        assert first.forecast_timestamps == ["1960-03-01T00:00:00", "1960-04-01T00:00:00"]
+        more = seqcast.predict("el-month", [24.6], state=first.state)
+        assert more.forecast_timestamps == ["1960-04-01T00:00:00"]
+        with seqcast.create_session("el-month", timestamp="1961-01-01") as session:
+            step = session.observe([24.0, 24.2], horizon=2)
+            assert step.forecast_timestamps == ["1961-03-01T00:00:00", "1961-04-01T00:00:00"]
+            step = session.observe([24.4], timestamp="1961-03-01")
+            assert step.forecast_timestamps == ["1961-04-01T00:00:00"]
