@@ -56,8 +56,6 @@ class SeriesIn(Protocol):
     @property
     def values(self) -> Sequence[float] | Sequence[Sequence[float]]: ...
     @property
-    def timestamp(self) -> str | None: ...
-    @property
     def state(self) -> StateIn | None: ...
     @property
     def horizon(self) -> int: ...
@@ -86,7 +84,8 @@ def series_inputs(
                 check_domain(values, model, "values")
                 levels = levels_array(s.state, model, "state")
             future = last = None
-            timestamp = s.timestamp
+            # Not every protocol's series has a stamp (getattr): those send none.
+            timestamp = getattr(s, "timestamp", None)
             if model.timed or timestamp is not None:
                 from service.calendar import state_time, timed_values
 
