@@ -57,9 +57,9 @@ def far_out(series: Series, fitted_rows: int, test_start: int, k: float) -> list
 def _columns(series: Series) -> dict[str, np.ndarray]:
     """Inputs the client sends and the targets, by name (calendar inputs are not data)."""
     derived = set(series.time.calendar_columns) if series.time is not None else set()
-    columns = {
-        n: series.features[:, j] for j, n in enumerate(series.feature_names) if n not in derived
-    }
-    for j, n in enumerate(series.target_names):
-        columns.setdefault(n, series.targets[:, j])
+    # Names without a column (a run the manifest schema then refuses) are left out here.
+    features = zip(series.feature_names, series.features.T, strict=False)
+    columns = {n: v for n, v in features if n not in derived}
+    for n, v in zip(series.target_names, series.targets.T, strict=False):
+        columns.setdefault(n, v)
     return columns
