@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.calendar import calendar_features as served_calendar
 from service.settings import Settings
+from tests.redis_fixture import RedisServer
 from training.calendar import calendar_features as trained_calendar
 from training.config import TrainConfig
 from training.data import load_csv
@@ -429,3 +430,40 @@ def test_the_python_client_sends_timestamps_and_carries_the_time(
             assert step.forecast_timestamps == ["1961-03-01T00:00:00", "1961-04-01T00:00:00"]
             step = session.observe([24.4], timestamp="1961-03-01")
             assert step.forecast_timestamps == ["1961-04-01T00:00:00"]
+
+
+def test_a_redis_session_keeps_the_time_across_replicas(
+    trained_models: tuple[Path, dict[str, Trained]], redis_server: RedisServer
+) -> None:
+    """Two replicas share the store: the time rides in the record with h and the levels."""
+    trained = trained_models[1]["el-diff-month"]
+    assert trained.series.times is not None
+    values = _values(trained)[:30]
+    settings = Settings(
+        model_dir=trained_models[0], session_store="redis", redis_url=redis_server.url
+    )
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        whole = _predict(
+            one, "el-diff-month", {"values": values, "horizon": 2, "timestamp": "1950-01-01"}
+        )
+        created = one.post("/v1/models/el-diff-month/sessions", json={"values": values[:10]})
+        assert created.status_code == 422  # a calendar model's warm-up needs its time
+        assert created.json()["error"]["field"] == "timestamp"
+        created = one.post(
+            "/v1/models/el-diff-month/sessions",
+            json={"values": values[:10], "timestamp": "1950-01-01"},
+        )
+        assert created.status_code == 201, created.text
+        session = created.json()["session"]
+        got: list[float | None] = []
+        for k, (client, chunk) in enumerate(((two, values[10:20]), (one, values[20:]))):
+            r = client.post(
+                f"/v1/sessions/{session}/observe",
+                json={"values": chunk, "offset": 10 + 10 * k, "horizon": 2},
+            )
+            assert r.status_code == 200, r.text
+            got.extend(r.json()["predictions"])
+        np.testing.assert_allclose(_nan(got), _nan(whole["predictions"][10:]), rtol=1e-5, atol=1e-5)
+        assert r.json()["forecast_timestamps"] == whole["forecast_timestamps"]
+        info = two.get(f"/v1/sessions/{session}?state=true").json()
+        assert info["state"]["time"] == "1952-06-01T00:00:00"
