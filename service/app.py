@@ -68,6 +68,7 @@ def _lifespan(settings: Settings, telemetry: Telemetry) -> Callable[[FastAPI], A
             pool_runs=pool_runs(settings),
             pool_queue_steps=settings.pool_queue_steps,
             hooks=telemetry.run_hooks,
+            log_far_out=settings.log_far_out,
         )
         # SIGHUP and polling re-scan from here on (service.reload).
         async with reloading(reloader, runner, settings.reload_poll_s):

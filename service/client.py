@@ -78,6 +78,8 @@ class Prediction:
     predictions: list[Any] | None = None
     # One {"level", "lower", "upper"} per level asked for with ``intervals=``.
     intervals: list[dict[str, Any]] | None = None
+    # Dated models whose series' time is known: the stamp of each forecast step.
+    forecast_timestamps: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Observation:
     forecast: list[Any]
     replayed: bool = False  # True when the server answered a repeated step from its record
     intervals: list[dict[str, Any]] | None = None  # when asked for with ``intervals=``
+    forecast_timestamps: list[str] | None = None  # dated models whose session knows its time
 
 
 class _Retrying:
@@ -198,11 +201,12 @@ class Client(_Retrying):
         version: int | None = None,
         return_predictions: bool = False,
         intervals: Sequence[float] | None = None,
+        timestamp: str | None = None,
     ) -> Prediction:
         """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction);
         ``intervals`` (levels in (0, 1), e.g. [0.8, 0.95]) asks for prediction intervals."""
         path, body = _predict_call(
-            model, values, state, horizon, version, return_predictions, intervals
+            model, values, state, horizon, version, return_predictions, intervals, timestamp
         )
         return _prediction(self.request("POST", path, json=body))
 
@@ -213,9 +217,10 @@ class Client(_Retrying):
         version: int | None = None,
         warmup: ValuesLike | None = None,
         state: dict[str, Any] | None = None,
+        timestamp: str | None = None,
     ) -> RemoteSession:
         """Start a server-held session (default version unless given), optionally warmed up."""
-        path, body = _create_call(model, version, warmup, state)
+        path, body = _create_call(model, version, warmup, state, timestamp)
         # Not retried: a lost answer would leave an orphan session (it expires by TTL).
         return RemoteSession(self, _checked(self._http.post(path, json=body)).json())
 
@@ -289,11 +294,12 @@ class AsyncClient(_Retrying):
         version: int | None = None,
         return_predictions: bool = False,
         intervals: Sequence[float] | None = None,
+        timestamp: str | None = None,
     ) -> Prediction:
         """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction);
         ``intervals`` (levels in (0, 1), e.g. [0.8, 0.95]) asks for prediction intervals."""
         path, body = _predict_call(
-            model, values, state, horizon, version, return_predictions, intervals
+            model, values, state, horizon, version, return_predictions, intervals, timestamp
         )
         return _prediction(await self.request("POST", path, json=body))
 
@@ -304,9 +310,10 @@ class AsyncClient(_Retrying):
         version: int | None = None,
         warmup: ValuesLike | None = None,
         state: dict[str, Any] | None = None,
+        timestamp: str | None = None,
     ) -> AsyncRemoteSession:
         """Start a server-held session (default version unless given), optionally warmed up."""
-        path, body = _create_call(model, version, warmup, state)
+        path, body = _create_call(model, version, warmup, state, timestamp)
         # Not retried: a lost answer would leave an orphan session (it expires by TTL).
         response = _checked(await self._http.post(path, json=body))
         return AsyncRemoteSession(self, response.json())
@@ -334,11 +341,17 @@ class _SessionView:
         self.offset = self.info["offset"]
 
     def _observe_body(
-        self, values: ValuesLike, horizon: int, intervals: Sequence[float] | None = None
+        self,
+        values: ValuesLike,
+        horizon: int,
+        intervals: Sequence[float] | None = None,
+        timestamp: str | None = None,
     ) -> dict[str, Any]:
         body = {"values": _as_json(values), "offset": self.offset, "horizon": horizon}
         if intervals:
             body["intervals"] = list(intervals)
+        if timestamp is not None:
+            body["timestamp"] = timestamp
         return body
 
     def _observed(self, response: httpx.Response) -> Observation:
@@ -351,6 +364,7 @@ class _SessionView:
             forecast=answer["forecast"],
             replayed=response.headers.get("seqcast-replayed") == "true",
             intervals=answer.get("intervals"),
+            forecast_timestamps=answer.get("forecast_timestamps"),
         )
 
     def _refreshed(self, response: httpx.Response) -> dict[str, Any]:
@@ -378,14 +392,19 @@ class RemoteSession(_SessionView):
         self.close()
 
     def observe(
-        self, values: ValuesLike, *, horizon: int = 1, intervals: Sequence[float] | None = None
+        self,
+        values: ValuesLike,
+        *,
+        horizon: int = 1,
+        intervals: Sequence[float] | None = None,
+        timestamp: str | None = None,
     ) -> Observation:
         """Feed the next values at the current offset; exactly once even when retried.
 
         Raises OffsetConflictError when someone else moved the session; call
         ``refresh()`` to learn the server's offset.
         """
-        body = self._observe_body(values, horizon, intervals)
+        body = self._observe_body(values, horizon, intervals, timestamp)
         return self._observed(
             self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
         )
@@ -423,10 +442,15 @@ class AsyncRemoteSession(_SessionView):
         await self.close()
 
     async def observe(
-        self, values: ValuesLike, *, horizon: int = 1, intervals: Sequence[float] | None = None
+        self,
+        values: ValuesLike,
+        *,
+        horizon: int = 1,
+        intervals: Sequence[float] | None = None,
+        timestamp: str | None = None,
     ) -> Observation:
         """`RemoteSession.observe`, awaiting."""
-        body = self._observe_body(values, horizon, intervals)
+        body = self._observe_body(values, horizon, intervals, timestamp)
         return self._observed(
             await self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
         )
@@ -455,8 +479,11 @@ def _predict_call(
     version: int | None,
     return_predictions: bool,
     intervals: Sequence[float] | None = None,
+    timestamp: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     series: dict[str, Any] = {"values": _as_json(values), "horizon": horizon}
+    if timestamp is not None:
+        series["timestamp"] = timestamp
     if state is not None:
         series["state"] = state
     if intervals:
@@ -475,6 +502,7 @@ def _prediction(response: httpx.Response) -> Prediction:
         state=item.get("state"),
         predictions=item.get("predictions"),
         intervals=item.get("intervals"),
+        forecast_timestamps=item.get("forecast_timestamps"),
     )
 
 
@@ -483,8 +511,11 @@ def _create_call(
     version: int | None,
     warmup: ValuesLike | None,
     state: dict[str, Any] | None,
+    timestamp: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     body: dict[str, Any] = {}
+    if timestamp is not None:
+        body["timestamp"] = timestamp
     if warmup is not None:
         body["values"] = _as_json(warmup)
     if state is not None:

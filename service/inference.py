@@ -35,6 +35,10 @@ class SeriesInput:
     # Transformed models with a lag (service.transforms): the last observed target values
     # (k <= lag, targets) float32 the state carries; None: a fresh stream.
     levels: np.ndarray | None = None
+    # Dated models (service.calendar): the calendar inputs (horizon - 1, columns) of the
+    # rolled-out steps, and the grid position of the last value (None: no time known).
+    future: np.ndarray | None = None
+    time: int | None = None
 
 
 @dataclass(slots=True)
@@ -46,6 +50,7 @@ class SeriesOutput:
     h: np.ndarray  # (num_layers, hidden): state after the last observed value
     c: np.ndarray | None  # (num_layers, hidden) for LSTM, else None
     levels: np.ndarray | None = None  # (<= lag, targets): transformed models with a lag
+    time: int | None = None  # dated models: the grid position of the last observed value
 
 
 def work_steps(inputs: Sequence[SeriesInput]) -> int:
@@ -68,6 +73,12 @@ class InferenceCore:
         self._lstm = model.manifest.is_lstm
         self._num_layers, self._hidden = model.state_shape
         self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
+        self._timed = model.timed
+        # Inputs after the targets that rolled-out steps take from SeriesInput.future
+        # (calendar inputs), scaled as the model's inputs are.
+        known = model.manifest.architecture.input_size - model.client_inputs
+        self._known_mul = model.x_mul[model.client_inputs :] if known else None
+        self._known_add = model.x_add[model.client_inputs :] if known else None
         t = model.manifest.transform
         # None for a model without a transform: its requests take the plain path below.
         self._transform = (
@@ -79,8 +90,13 @@ class InferenceCore:
     def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
         """Predictions, forecast and final state for every series, in input order."""
         if self._transform is not None:
-            return self._predict_transformed(self._transform, inputs)
-        return self._predict(inputs)
+            results = self._predict_transformed(self._transform, inputs)
+        else:
+            results = self._predict(inputs)
+        if self._timed:
+            for s, out in zip(inputs, results, strict=True):
+                out.time = s.time
+        return results
 
     def _predict_transformed(
         self, t: StreamTransform, inputs: Sequence[SeriesInput]
@@ -90,7 +106,13 @@ class InferenceCore:
         stepped = [i for i, p in enumerate(prepared) if p.model_values.shape[0] > 0]
         inner = self._predict(
             [
-                SeriesInput(prepared[i].model_values, inputs[i].h, inputs[i].c, inputs[i].horizon)
+                SeriesInput(
+                    prepared[i].model_values,
+                    inputs[i].h,
+                    inputs[i].c,
+                    inputs[i].horizon,
+                    future=inputs[i].future,
+                )
                 for i in stepped
             ]
         )
@@ -217,16 +239,28 @@ class InferenceCore:
     ) -> None:
         """Feed predictions back for horizon - 1 more steps, all pending series in one batch."""
         steps = max(inputs[i].horizon for i, _, _, _ in pending) - 1
-        x = np.stack([y_last for _, y_last, _, _ in pending])[:, None, :]  # (B, 1, F)
+        x = np.stack([y_last for _, y_last, _, _ in pending])[:, None, :]  # (B, 1, O)
+        known = None
+        if self._known_mul is not None:  # calendar inputs of the rolled-out steps, scaled
+            known = np.zeros((len(pending), steps, self._known_mul.shape[0]), np.float32)
+            for b, (i, _, _, _) in enumerate(pending):
+                future = inputs[i].future
+                if future is not None:
+                    known[b, : future.shape[0]] = future * self._known_mul + self._known_add
+            x = np.concatenate([x, known[:, :1]], axis=2)  # (B, 1, F)
         h = np.stack([hs for _, _, hs, _ in pending], axis=1)  # (L, B, H)
         c = None
         if self._lstm:
             c = np.stack([cs for _, _, _, cs in pending if cs is not None], axis=1)
-        rolled = np.empty((len(pending), steps, x.shape[2]), dtype=np.float32)  # (B, S, O)
+        outputs = self.model.manifest.architecture.output_size
+        rolled = np.empty((len(pending), steps, outputs), dtype=np.float32)  # (B, S, O)
         for k in range(steps):
             y, h, c = self._run(x, h, c)
             rolled[:, k] = y[:, 0]
-            x = y
+            if known is None:
+                x = y
+            elif k + 1 < steps:
+                x = np.concatenate([y, known[:, k + 1 : k + 2]], axis=2)
         forecasts = rolled * self.model.y_scale + self.model.y_offset
         for b, (i, _, _, _) in enumerate(pending):
             first = results[i]

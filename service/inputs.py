@@ -83,12 +83,40 @@ def series_inputs(
             if model.transformed:
                 check_domain(values, model, "values")
                 levels = levels_array(s.state, model, "state")
+            future = last = None
+            # Not every protocol's series has a stamp (getattr): those send none.
+            timestamp = getattr(s, "timestamp", None)
+            if model.timed or timestamp is not None:
+                from service.calendar import state_time, timed_values
+
+                timed = timed_values(
+                    model,
+                    values,
+                    s.horizon,
+                    timestamp,
+                    state_time(s.state, model, "state"),
+                    "timestamp",
+                    "state",
+                )
+                values, future, last = timed.values, timed.future, timed.last
         except InputError as exc:
             # Field names are built only for an answer that needs them (every message
             # begins with its field).
             where = f"series[{i}]."
             raise InputError(exc.code, where + exc.message, where + (exc.field or "")) from None
-        out.append(SeriesInput(values=values, h=h, c=c, horizon=s.horizon, levels=levels))
+        out.append(
+            SeriesInput(
+                values=values,
+                h=h,
+                c=c,
+                horizon=s.horizon,
+                levels=levels,
+                future=future,
+                time=last,
+            )
+            if model.timed
+            else SeriesInput(values=values, h=h, c=c, horizon=s.horizon, levels=levels)
+        )
         work += values.shape[0] + s.horizon - 1
     if work > limits.max_work:
         raise InputError(
@@ -111,7 +139,7 @@ def check_horizon(horizon: int, model: LoadedModel, limits: Limits, field: str) 
         raise InputError(
             "invalid_value",
             f"{field} must be 1 for model {model.name!r}: its targets "
-            f"{model.manifest.targets} are not its features {model.manifest.features}, "
+            f"{model.manifest.targets} are not its features {model.manifest.client_features}, "
             "so it cannot roll forward on its own predictions",
             field,
         )
@@ -124,7 +152,7 @@ def values_array(
     field: str,
 ) -> np.ndarray:
     """(time, features) float32 in original units, safe to scale for this model."""
-    n_features = model.manifest.architecture.input_size
+    n_features = model.client_inputs
     if len(values) > limits.max_values:
         raise InputError(
             "limit_exceeded",
@@ -136,7 +164,8 @@ def values_array(
     if not rows and n_features != 1:
         raise InputError(
             "invalid_value",
-            f"{field} must be rows of {n_features} numbers ({', '.join(model.manifest.features)})"
+            f"{field} must be rows of {n_features} numbers "
+            f"({', '.join(model.manifest.client_features)})"
             f" for model {model.name!r}",
             field,
         )
@@ -156,7 +185,7 @@ def values_array(
         raise InputError(
             "invalid_value",
             f"{field}[{bad}] must have {n_features} number(s) "
-            f"({', '.join(model.manifest.features)}) for model {model.name!r}",
+            f"({', '.join(model.manifest.client_features)}) for model {model.name!r}",
             f"{field}[{bad}]",
         )
     return _scalable(array, model, field)
@@ -314,7 +343,8 @@ def _scalable(array: np.ndarray, model: LoadedModel, field: str) -> np.ndarray:
     """
     if model.scale_is_safe or float(np.abs(array).max()) <= model.safe_abs:
         return array
-    too_large = np.abs(array * model.x_mul64 + model.x_add64) > F32_MAX  # float64: no overflow
+    n = array.shape[1]  # the client's columns (a dated model computes its calendar ones)
+    too_large = np.abs(array * model.x_mul64[:n] + model.x_add64[:n]) > F32_MAX  # no overflow
     if too_large.any():
         t, _ = np.argwhere(too_large)[0]
         raise InputError(

@@ -65,6 +65,15 @@ class LoadedModel:
     state_shape: tuple[int, int] = field(init=False)
     state_bytes: int = field(init=False)
     is_lstm: bool = field(init=False)
+    # Dated models (service.calendar): the state carries a grid position; calendar inputs
+    # are computed, so a client sends `client_inputs` columns of the `input_size`.
+    timed: bool = field(init=False)
+    client_inputs: int = field(init=False)
+    # The manifest carries the training range: inputs far outside it are counted
+    # (service.runner); per client input, the edges beyond which a value is far out.
+    ranged: bool = field(init=False)
+    far_low: np.ndarray = field(init=False)
+    far_high: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         # Read on every request: plain attributes rather than properties over the manifest.
@@ -79,7 +88,23 @@ class LoadedModel:
         object.__setattr__(self, "state_shape", (a.num_layers, a.hidden_size))
         # Bytes of a session's packed h: h, then for a lag the levels (count + lag rows).
         extra = 1 + self.lag * a.output_size if self.lag else 0
-        object.__setattr__(self, "state_bytes", (a.num_layers * a.hidden_size + extra) * 4)
+        timed = self.manifest.time is not None
+        # A dated model's blob ends with the grid position: 8 bytes (record.pack_h).
+        size = (a.num_layers * a.hidden_size + extra) * 4 + (8 if timed else 0)
+        object.__setattr__(self, "state_bytes", size)
+        object.__setattr__(self, "timed", timed)
+        object.__setattr__(self, "client_inputs", len(self.manifest.client_features))
+        object.__setattr__(self, "ranged", self.manifest.input_range is not None)
+        low = np.full(self.client_inputs, -np.inf)
+        high = np.full(self.client_inputs, np.inf)
+        r = self.manifest.input_range
+        if r is not None:
+            for j, name in enumerate(self.manifest.client_features):
+                col = r.columns.get(name)
+                if col is not None:
+                    low[j], high[j] = col.min - r.k * col.std, col.max + r.k * col.std
+        object.__setattr__(self, "far_low", low)
+        object.__setattr__(self, "far_high", high)
         object.__setattr__(self, "is_lstm", self.manifest.is_lstm)
 
 

@@ -20,12 +20,14 @@ to `pool_queue_steps` of waiting work, and past that are refused with `Overloade
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import cast
 from weakref import WeakKeyDictionary, WeakSet
 
+import numpy as np
 from anyio.to_thread import run_sync
 
 from service.inference import (
@@ -38,6 +40,8 @@ from service.inference import (
 from service.repository import LoadedModel
 from service.telemetry.context import note_model
 from service.telemetry.hooks import DRAIN_AT, NO_RUN_HOOKS, RunHooks, RunRecord, shapes
+
+log = logging.getLogger(__name__)
 
 
 class Overloaded(Exception):
@@ -70,8 +74,10 @@ class ModelRunner:
         pool_runs: int = 1,
         pool_queue_steps: int = 2**63 - 1,
         hooks: RunHooks = NO_RUN_HOOKS,
+        log_far_out: bool = False,
     ) -> None:
         self._inline_max_steps = inline_max_steps
+        self._log_far_out = log_far_out  # a warning per call with far-out inputs
         self._hooks = hooks  # metrics and tracing (service.telemetry)
         # Metrics without tracing: each run is noted in this list (service.telemetry.hooks).
         self._records = hooks.records
@@ -110,6 +116,8 @@ class ModelRunner:
         """
         steps = work_steps(inputs)
         note_model(model)
+        if model.ranged:
+            self._check_range(model, inputs)
         ticket = perf_counter() if self._records is not None else self._hooks.queued(model)
         if steps > self._inline_max_steps:
             return await self._run_pooled(model, inputs, steps, ticket)
@@ -123,6 +131,25 @@ class ModelRunner:
         call = _Call(inputs, steps, loop.create_future(), ticket)
         waiting.append(call)
         return await call.future
+
+    def _check_range(self, model: LoadedModel, inputs: Sequence[SeriesInput]) -> None:
+        """Count (and log, when asked) input values far outside the training range."""
+        n, low, high = model.client_inputs, model.far_low, model.far_high
+        far = 0
+        for s in inputs:
+            values = s.values[:, :n]  # the client's columns (not computed calendar ones)
+            far += int(np.count_nonzero((values < low) | (values > high)))
+        if far:
+            self._hooks.far_out(model, far)
+            if self._log_far_out:
+                log.warning(
+                    "%d input value(s) for %s v%d lie beyond its training range by more than "
+                    "%g std",
+                    far,
+                    model.name,
+                    model.version,
+                    model.manifest.input_range.k if model.manifest.input_range else 0.0,
+                )
 
     async def _run_pooled(
         self, model: LoadedModel, inputs: Sequence[SeriesInput], steps: int, ticket: object

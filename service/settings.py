@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     tracing: bool = False
     # "text": one line per record as before; "json": one JSON object per line.
     log_format: Literal["text", "json"] = "text"
+    # Dated models and input ranges (docs/forecasting-real-data.md).
+    # Log a warning line for each request with input values far outside the training
+    # range of a model whose manifest records it (they are counted either way).
+    log_far_out: bool = False
 
     @field_validator("providers")
     @classmethod

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.config import CELLS, MAX_AUTO_WINDOW, SCALER_KINDS, TRANSFORMS, TrainConfig
+from training.manifest import CALENDAR_NAMES
 
 # `compare`'s exit status when some cells failed the export check: this plus one bit per
 # failed cell. 0 is success, 2 bad input; 1 is `train`'s failed check.
@@ -67,6 +68,9 @@ _HELP = {
     "training rows) | " + " | ".join(TRANSFORMS[1:]),
     "season": "season length in rows (e.g. 12 for monthly data): seasonal differencing and "
     "the seasonal-naive baseline",
+    # Out-of-range warnings (training/ranges.py).
+    "range_k": "a value lies far outside the training range beyond its min - k std or max + "
+    "k std: test values so are warned of, and the service counts inputs so",
 }
 
 
@@ -87,7 +91,10 @@ def _add_data_options(p: argparse.ArgumentParser, for_training: bool = True) -> 
             "--targets", nargs="+", help="predicted columns of the CSV (default: --features)"
         )
     g.add_argument(
-        "--fill", choices=("ffill", "zero"), help="fill empty/NaN cells (default: refuse them)"
+        "--fill",
+        choices=("interpolate", "ffill", "zero"),
+        help="fill empty/NaN cells and rows missing from a dated --time-column's grid "
+        "(default: refuse them)",
     )
     g.add_argument(
         "--time-column",
@@ -100,6 +107,26 @@ def _add_data_options(p: argparse.ArgumentParser, for_training: bool = True) -> 
         help="the test part starts at the first row whose --time-column is at or after TIME "
         "(instead of --test-fraction / --test-rows)",
     )
+    # Dated rows (training/calendar.py): the grid, its zone, calendar inputs.
+    if for_training:
+        g.add_argument(
+            "--freq",
+            help="frequency of a dated --time-column: N then s, min, h, D, MS (month start) "
+            "or ME (month end), e.g. 1h, 1D, 1MS, 3MS (default: inferred from the stamps)",
+        )
+        g.add_argument(
+            "--tz",
+            help="time zone of a dated --time-column, e.g. Europe/Berlin: naive stamps are "
+            "local time there, others are converted (default: the stamps' own UTC offset)",
+        )
+        g.add_argument(
+            "--calendar",
+            nargs="+",
+            choices=CALENDAR_NAMES,
+            default=[],
+            help="calendar inputs from the stamps, each a sin/cos pair: computed by the "
+            "service too (also for forecast steps), so clients send only --features",
+        )
     if not for_training:
         g.add_argument(
             "--test-rows",
@@ -248,11 +275,15 @@ def _config(args: argparse.Namespace, cell: str, **resolved: Any) -> TrainConfig
 
 
 def _check_data_options(args: argparse.Namespace) -> None:
-    csv_only = ("features", "targets", "fill", "time_column", "test_start")
-    if args.csv is None and any(getattr(args, n, None) for n in csv_only):
+    csv_only = ("features", "targets", "fill", "time_column", "test_start", "freq", "tz")
+    if args.csv is None and any(getattr(args, n, None) for n in (*csv_only, "calendar")):
         raise UsageError(
-            "--features, --targets, --fill, --time-column and --test-start apply to --csv data only"
+            "--features, --targets, --fill, --time-column, --test-start, --freq, --tz and "
+            "--calendar apply to --csv data only"
         )
+    dated = ("freq", "tz", "calendar")
+    if args.time_column is None and any(getattr(args, n, None) for n in dated):
+        raise UsageError("--freq, --tz and --calendar need --time-column (dated rows)")
     if args.test_start is not None:
         if args.time_column is None:
             raise UsageError("--test-start needs --time-column (the CSV's time column)")
@@ -269,7 +300,14 @@ def _series(args: argparse.Namespace) -> Series:
     if not args.features:
         raise UsageError("--csv needs --features (the input columns)")
     return load_csv(
-        args.csv, args.features, args.targets or args.features, args.fill, args.time_column
+        args.csv,
+        args.features,
+        args.targets or args.features,
+        args.fill,
+        args.time_column,
+        args.freq,
+        args.tz,
+        args.calendar,
     )
 
 
@@ -415,12 +453,41 @@ def summary(path: Path | str, trained: Trained, seconds: float) -> str:
     else:
         chosen += "; no refit"
     lines.append(f"  {chosen}")
+    lines += _data_notes(trained)
     fit_s = h.seconds + (trained.refit.seconds if trained.refit is not None else 0.0)
     lines.append(
         f"  time: fit {fit_s:.1f} s (training{' and refit' if trained.refit else ''}), "
         f"total {seconds:.1f} s (with evaluation, export, parity check and writing)"
     )
     return "\n".join(lines)
+
+
+def _data_notes(trained: Trained) -> list[str]:
+    """What the data needed (filled gaps, the time grid) and test values far out of range."""
+    from training.ranges import far_out
+
+    s, lines = trained.series, []
+    if s.time is not None:
+        calendar = f", calendar inputs {', '.join(s.time.calendar)}" if s.time.calendar else ""
+        zone = f" ({s.time.tz})" if s.time.tz else ""
+        lines.append(f"  time: {s.time.column} every {s.time.freq}{zone}{calendar}")
+    if s.filled and (s.filled.get("missing_rows") or s.filled.get("filled_cells")):
+        cells: dict[str, int] = s.filled.get("filled_cells") or {}  # type: ignore[assignment]
+        lines.append(
+            f"  filled ({s.filled['fill']}): {s.filled['missing_rows']} row(s) missing from "
+            f"the grid; cells filled: "
+            + (", ".join(f"{c} {n}" for c, n in cells.items()) or "none")
+        )
+    k = trained.config.range_k
+    for f in far_out(s, trained.fitted_rows, trained.split.val_end, k):
+        text = (
+            f"{f.count} of {f.rows} test values of {f.column!r} lie more than {k:g} std "
+            f"outside the training range (up to {f.worst:.1f} std): expect poor forecasts; "
+            "a transform (--transform diff or log-diff) may help"
+        )
+        log.warning("%s: %s", s.name, text)
+        lines.append(f"  warning: {text}")
+    return lines
 
 
 def _command_line(argv0: str) -> str:
@@ -520,7 +587,20 @@ def _evaluate_csv(args: argparse.Namespace) -> int:
         raise UsageError("--noise-seed applies to the synthetic series, not to --csv data")
     saved = load_saved(args.model)
     m = saved.manifest
-    series = load_csv(args.csv, m.features, m.targets, args.fill, args.time_column)
+    if m.time is not None:  # the stamps give the calendar inputs, on the model's grid
+        column = args.time_column or m.time.column
+        series = load_csv(
+            args.csv,
+            m.client_features,
+            m.targets,
+            args.fill,
+            column,
+            m.time.freq,
+            m.time.tz,
+            m.time.calendar,
+        )
+    else:
+        series = load_csv(args.csv, m.features, m.targets, args.fill, args.time_column)
     test_rows = args.test_rows
     if args.test_start is not None:
         test_rows = count_test_rows(series, args.test_start)

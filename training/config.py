@@ -70,6 +70,9 @@ class TrainConfig:
     # range); the choice is recorded in the manifest's transform block.
     transform: str = "auto"
     season: int | None = None  # period in rows (12: monthly data, yearly season); None: none
+    # Out-of-range warnings (training/ranges.py): a value beyond the training rows' min - k
+    # std or max + k std is far out. Reporting only: it never changes the model.
+    range_k: float = 3.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -118,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"season must be at least 2, got {self.season}")
         if "seasonal" in self.transform and self.season is None:
             raise ValueError(f"transform {self.transform} needs a season (--season N)")
+        if not self.range_k > 0.0:
+            raise ValueError(f"range_k must be positive, got {self.range_k!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -20,9 +20,10 @@ from typing import Literal
 import numpy as np
 
 from training.config import MAX_AUTO_WINDOW
+from training.manifest import TimeSpec, calendar_columns
 
-Fill = Literal["ffill", "zero"]
-FILLS: tuple[Fill, ...] = ("ffill", "zero")
+Fill = Literal["interpolate", "ffill", "zero"]
+FILLS: tuple[Fill, ...] = ("interpolate", "ffill", "zero")
 
 SINE_NAME = "synthetic-sine"
 SINE_STEP = 0.1  # t = 0, 0.1, ..., 99.9: 1000 points
@@ -48,6 +49,10 @@ class Series:
     noise_seed: int | None = None  # synthetic series only
     time_name: str | None = None  # the CSV's time column, when one was named
     times: tuple[str, ...] | None = None  # its cells as written, increasing, one per row
+    # Dated time columns: the grid (frequency, zone, calendar features); rows missing from
+    # it were inserted and filled, and `filled` says what was filled.
+    time: TimeSpec | None = None
+    filled: dict[str, object] | None = None
 
     @property
     def rows(self) -> int:
@@ -171,11 +176,17 @@ def load_csv(
     targets: Sequence[str],
     fill: Fill | None = None,
     time_column: str | None = None,
+    freq: str | None = None,
+    tz: str | None = None,
+    calendar: Sequence[str] = (),
 ) -> Series:
     """Read the chosen columns of a CSV with a header row; every cell must be a finite number.
 
     The time column, when named, holds numbers (e.g. years) or ISO 8601 dates and times
     (also YYYY-MM), strictly increasing; it places --test-start and is not an input.
+    Dates place the rows on a grid of `freq` (inferred when None): rows missing from it
+    are inserted and filled by `fill`; `calendar` features of the stamps become inputs
+    after `features`.
     """
     try:
         raw = path.read_bytes()
@@ -214,23 +225,115 @@ def load_csv(
         for j, col in enumerate(wanted):
             cell = row[index[col]].strip()
             values[r, j] = _parse_cell(cell, col, line, gaps)
-    if gaps:
-        values = _fill_gaps(values, wanted, gaps, fill)
     times = None
+    spec = None
+    filled: dict[str, object] | None = None
     if time_column is not None:
         cells = [row[header.index(time_column)].strip() for row in body]
         times = _read_times(path, time_column, cells)
+        if freq is not None or tz is not None or calendar or _dated(times):
+            spec, values, times, filled = _on_grid(
+                time_column, times, values, wanted, gaps, fill, freq, tz, calendar
+            )
+    elif freq is not None or tz is not None or calendar:
+        raise DataError("--freq, --tz and --calendar need a dated --time-column")
+    if gaps and spec is None:
+        values = _fill_gaps(values, wanted, gaps, fill)
     col_of = {c: j for j, c in enumerate(wanted)}
+    feature_values = values[:, [col_of[c] for c in features]]
+    feature_names = tuple(features)
+    if spec is not None and spec.calendar:
+        feature_values, feature_names = _with_calendar(spec, times or (), features, feature_values)
     return Series(
         name=path.name,
         sha256=hashlib.sha256(raw).hexdigest(),
-        feature_names=tuple(features),
+        feature_names=feature_names,
         target_names=tuple(targets),
-        features=values[:, [col_of[c] for c in features]],
+        features=feature_values,
         targets=values[:, [col_of[c] for c in targets]],
         time_name=time_column,
         times=times,
+        time=spec,
+        filled=filled,
     )
+
+
+def _dated(times: tuple[str, ...]) -> bool:
+    return isinstance(_time_key(times[0]), datetime)
+
+
+def _on_grid(
+    column: str,
+    times: tuple[str, ...],
+    values: np.ndarray,
+    cols: list[str],
+    gaps: dict[str, list[int]],
+    fill: Fill | None,
+    freq: str | None,
+    tz: str | None,
+    calendar: Sequence[str],
+) -> tuple[TimeSpec, np.ndarray, tuple[str, ...], dict[str, object]]:
+    """The rows on their time grid: missing rows inserted, every gap filled and counted."""
+    from training.calendar import TimeError, grid
+
+    if not _dated(times):
+        raise DataError(f"--freq, --tz and --calendar need dates in time column {column!r}")
+    stamps = [_time_key(t) for t in times]
+    try:
+        spec, positions = grid(column, stamps, freq, tz, calendar)  # type: ignore[arg-type]
+    except (TimeError, ValueError) as exc:
+        raise DataError(str(exc)) from None
+    total = int(positions[-1]) + 1
+    full = np.full((total, values.shape[1]), np.nan)
+    full[positions] = values
+    missing = np.setdiff1d(np.arange(total), positions)
+    holes = np.isnan(full).sum(axis=0)  # (C,) cells to fill: empty ones and missing rows
+    if missing.size or gaps:
+        if fill is None:
+            where = (
+                [f"{missing.size} row(s) missing from the {spec.freq} grid"] if missing.size else []
+            )
+            if missing.size:
+                where[0] += f" (the first at {spec.stamp(int(missing[0])).isoformat()})"
+            where += [f"{c!r} empty on line(s) {_lines(ls)}" for c, ls in gaps.items()]
+            raise DataError(f"{'; '.join(where)}: choose a fill (--fill {', '.join(FILLS)})")
+        full = _fill_column_gaps(full, cols, fill)
+    filled: dict[str, object] = {
+        "freq": spec.freq,
+        "fill": fill,
+        "missing_rows": int(missing.size),
+        "filled_cells": {c: int(n) for c, n in zip(cols, holes, strict=True) if n},
+    }
+    if missing.size:
+        filled["first_missing"] = spec.stamp(int(missing[0])).isoformat()
+    # The cells as written; rows inserted into the grid get their stamps in ISO 8601.
+    cells = [""] * total
+    for r, k in enumerate(positions.tolist()):
+        cells[k] = times[r]
+    for k in missing.tolist():
+        cells[k] = spec.stamp(k).isoformat()
+    new_times = tuple(cells)
+    return spec, full, new_times, filled
+
+
+def _with_calendar(
+    spec: TimeSpec, times: tuple[str, ...], features: Sequence[str], values: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The features with the calendar columns after them; a constant one is refused."""
+    from training.calendar import calendar_features
+
+    stamps = spec.stamps(0, len(times))
+    extra = calendar_features(stamps, spec.calendar)
+    names = calendar_columns(spec.calendar)
+    for j, name in enumerate(spec.calendar):
+        if np.ptp(extra[:, 2 * j]) < 1e-9 and np.ptp(extra[:, 2 * j + 1]) < 1e-9:
+            raise DataError(
+                f"calendar feature {name!r} is constant at frequency {spec.freq}: drop it"
+            )
+    clash = [n for n in names if n in features]
+    if clash:
+        raise DataError(f"calendar columns {clash} clash with --features of the same name")
+    return np.concatenate([values, extra], axis=1), (*features, *names)
 
 
 _YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -305,19 +408,29 @@ def _fill_gaps(
 ) -> np.ndarray:
     if fill is None:
         where = "; ".join(f"{c!r} on line(s) {_lines(ls)}" for c, ls in gaps.items())
-        raise DataError(f"missing values in column {where} (or choose a fill: ffill, zero)")
+        raise DataError(f"missing values in column {where} (or choose a fill: {', '.join(FILLS)})")
+    return _fill_column_gaps(values, [c if c in gaps else "" for c in cols], fill)
+
+
+def _fill_column_gaps(values: np.ndarray, cols: list[str], fill: Fill) -> np.ndarray:
+    """NaN cells filled by `fill` in each named column (empty names are left alone)."""
     out = values.copy()
     for j, col in enumerate(cols):
-        if col not in gaps:
-            continue
         v = out[:, j]
+        if not col or not np.isnan(v).any():
+            continue
         if fill == "zero":
             v[np.isnan(v)] = 0.0
             continue
         if math.isnan(v[0]):
             raise DataError(
-                f"column {col!r} starts with a missing value (line 2): nothing to ffill"
+                f"column {col!r} starts with a missing value (line 2): nothing to {fill} from"
             )
+        if fill == "interpolate":
+            known = np.flatnonzero(~np.isnan(v))
+            holes = np.flatnonzero(np.isnan(v))
+            v[holes] = np.interp(holes, known, v[known])  # after the last: held
+            continue
         for i in range(1, v.shape[0]):
             if math.isnan(v[i]):
                 v[i] = v[i - 1]

@@ -175,7 +175,9 @@ def forecast_paths(
 ) -> np.ndarray:
     """Multi-step forecasts (k, horizon, O), scaled, made after each of the sorted rows
     `origins` of x (N, F) scaled: state carried from row 0 to the origin, then rolled forward
-    on the model's own predictions, as the service rolls out (targets must be the features).
+    on the model's own predictions, as the service rolls out (targets must be the first O
+    features). Inputs after the first O (calendar features, known in advance) come from
+    the rows being rolled over (the last row's past the end: those forecasts go unscored).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -196,8 +198,11 @@ def forecast_paths(
             batch_state = torch.cat(states, dim=1)  # (L, k, H)
         step = torch.cat(firsts)  # (k, O)
         out = [step]
-        for _ in range(horizon - 1):
-            y, batch_state = model(step[:, None], batch_state)
+        known = xt[:, step.shape[1] :]  # (N, F - O)
+        last = xt.shape[0] - 1
+        for k in range(1, horizon):
+            rows = torch.from_numpy(np.minimum(origins + k, last)).to(device)
+            y, batch_state = model(torch.cat([step, known[rows]], dim=1)[:, None], batch_state)
             step = y[:, 0]
             out.append(step)
         return np.asarray(torch.stack(out, dim=1).cpu().numpy())

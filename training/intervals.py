@@ -46,7 +46,9 @@ def calibrate(
 ) -> dict[str, Any] | None:
     """The manifest's `intervals` block, or None when validation is too short."""
     n_val = split.n_val
-    rollable = series.target_names == series.feature_names
+    # Targets first among the inputs, and nothing after them but calendar features.
+    known = len(series.time.calendar_columns) if series.time is not None else 0
+    rollable = series.target_names == series.feature_names[: len(series.feature_names) - known]
     steps = min(MAX_STEPS if rollable else 1, n_val - MIN_ERRORS + 1)
     if steps < 1:
         return None

@@ -7,10 +7,15 @@ this module, so it must stay torch-free: pydantic and the standard library only.
 
 from __future__ import annotations
 
+import calendar as _calendar
+import math
 import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 # Model names: also the directory names of the repository, so no path separators.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -136,6 +141,152 @@ class Intervals(_Model):
         return self
 
 
+# Calendar features a model can take from its time stamps, each as a sin/cos pair
+# (training/calendar.py and service/calendar.py compute them, in the stamps' local time).
+CalendarName = Literal["month", "quarter", "dayofweek", "dayofmonth", "dayofyear", "hour"]
+CALENDAR_NAMES: tuple[str, ...] = CalendarName.__args__  # type: ignore[attr-defined]
+
+# A frequency: a count and a unit. s, min, h step in absolute time; D steps in calendar
+# days (local midnight stays midnight across a DST change); MS and ME in months, on the
+# first or the last day of the month (3MS: quarterly, 12MS: yearly).
+FREQ_PATTERN = r"^([1-9][0-9]{0,5})(s|min|h|D|MS|ME)$"
+_FREQ_RE = re.compile(FREQ_PATTERN)
+_SECONDS = {"s": 1, "min": 60, "h": 3600}
+_OFFSET_RE = re.compile(r"^[+-]\d{2}:\d{2}$")
+
+
+def calendar_columns(names: Sequence[str]) -> list[str]:
+    """The input columns calendar features add: <name>_sin, <name>_cos for each."""
+    return [f"{n}_{part}" for n in names for part in ("sin", "cos")]
+
+
+def zone_of(tz: str) -> tzinfo:
+    """An IANA zone ("Europe/Berlin") or a fixed UTC offset ("+01:00"); ValueError if neither."""
+    if _OFFSET_RE.match(tz):
+        sign = -1 if tz[0] == "-" else 1
+        hours, minutes = int(tz[1:3]), int(tz[4:6])
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {tz!r}") from exc
+
+
+class TimeSpec(_Model):
+    """The time column of a model trained on dated rows (docs/model-repository.md).
+
+    Rows lie on a grid: `anchor` (the first training row's stamp) plus whole steps of
+    `freq`. A stamp's position on it (an integer) is what a state carries.
+    """
+
+    column: str
+    freq: str = Field(pattern=FREQ_PATTERN)
+    anchor: str  # ISO 8601, local wall time, with its UTC offset when `tz` is set
+    tz: str | None = None  # IANA zone or fixed offset ("+01:00"); None: naive stamps
+    calendar: list[CalendarName] = Field(default_factory=list)
+    _zone: tzinfo | None = PrivateAttr(default=None)
+    _wall: datetime = PrivateAttr()  # the anchor's local wall time, naive
+    _step: int = PrivateAttr()
+    _unit: str = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _grid(self) -> TimeSpec:
+        match = _FREQ_RE.match(self.freq)
+        assert match is not None  # the pattern checked it
+        self._step, self._unit = int(match[1]), match[2]
+        self._zone = None if self.tz is None else zone_of(self.tz)
+        try:
+            anchor = datetime.fromisoformat(self.anchor)
+        except ValueError as exc:
+            raise ValueError(f"time.anchor {self.anchor!r} is not an ISO 8601 time") from exc
+        if (anchor.tzinfo is None) != (self._zone is None):
+            raise ValueError("time.anchor must carry a UTC offset exactly when time.tz is set")
+        self._wall = anchor if self._zone is None else anchor.astimezone(self._zone)
+        self._wall = self._wall.replace(tzinfo=None)
+        if self._unit in ("MS", "ME") and not self._on_month_rule(self._wall):
+            raise ValueError(f"time.anchor {self.anchor!r} is not on a {self.freq} date")
+        if len(set(self.calendar)) != len(self.calendar):
+            raise ValueError("time.calendar names a feature twice")
+        return self
+
+    @property
+    def calendar_columns(self) -> list[str]:
+        return calendar_columns(self.calendar)
+
+    @property
+    def zone(self) -> tzinfo | None:
+        return self._zone
+
+    def _on_month_rule(self, wall: datetime) -> bool:
+        if self._unit == "MS":
+            return wall.day == 1
+        return wall.day == _calendar.monthrange(wall.year, wall.month)[1]
+
+    def _local(self, wall: datetime) -> datetime:
+        return wall if self._zone is None else wall.replace(tzinfo=self._zone)
+
+    def stamp(self, index: int) -> datetime:
+        """The stamp at grid position `index` (0: the anchor), in local time."""
+        if self._unit in _SECONDS:
+            seconds = index * self._step * _SECONDS[self._unit]
+            if self._zone is None:
+                return self._wall + timedelta(seconds=seconds)
+            start = self._local(self._wall).astimezone(UTC)
+            return (start + timedelta(seconds=seconds)).astimezone(self._zone)
+        if self._unit == "D":
+            return self._local(self._wall + timedelta(days=index * self._step))
+        months = self._wall.year * 12 + self._wall.month - 1 + index * self._step
+        year, month = divmod(months, 12)
+        day = 1 if self._unit == "MS" else _calendar.monthrange(year, month + 1)[1]
+        return self._local(self._wall.replace(year=year, month=month + 1, day=day))
+
+    def stamps(self, first: int, count: int) -> list[datetime]:
+        return [self.stamp(first + i) for i in range(count)]
+
+    def index(self, when: datetime) -> int | None:
+        """The grid position of a stamp; None when it lies between positions.
+
+        Raises ValueError when it has a UTC offset and the grid has none, or the reverse.
+        """
+        if (when.tzinfo is None) != (self._zone is None):
+            kind = "without" if self._zone is None else "with"
+            raise ValueError(f"the model's time stamps are {kind} a UTC offset")
+        if self._unit in _SECONDS:
+            size = self._step * _SECONDS[self._unit]
+            if self._zone is None:
+                delta = when - self._wall
+            else:
+                delta = when.astimezone(UTC) - self._local(self._wall).astimezone(UTC)
+            seconds = delta / timedelta(seconds=1)
+            k = seconds / size
+            return int(k) if math.isfinite(k) and k == int(k) else None
+        wall = when if self._zone is None else when.astimezone(self._zone).replace(tzinfo=None)
+        if wall.time() != self._wall.time():
+            return None
+        if self._unit == "D":
+            days = (wall.date() - self._wall.date()).days
+            return days // self._step if days % self._step == 0 else None
+        if not self._on_month_rule(wall):
+            return None
+        months = (wall.year - self._wall.year) * 12 + wall.month - self._wall.month
+        return months // self._step if months % self._step == 0 else None
+
+
+class ColumnRange(_Model):
+    """One column's training rows: their range and spread, in original units."""
+
+    min: float
+    max: float
+    std: float = Field(ge=0.0)
+
+
+class InputRange(_Model):
+    """Where the training rows lay: a value beyond [min - k std, max + k std] is far out."""
+
+    k: float = Field(gt=0.0)
+    columns: dict[str, ColumnRange]
+
+
 class Manifest(_Model):
     format_version: Literal[1]
     name: str = Field(pattern=NAME_PATTERN)
@@ -152,6 +303,11 @@ class Manifest(_Model):
     # targets' original units.
     transform: TargetTransform | None = None
     intervals: Intervals | None = None  # absent: the model has no calibrated intervals
+    # Added with time columns; absent: the rows were not dated (or predate it) and the
+    # model takes no calendar inputs.
+    time: TimeSpec | None = None
+    # Added with out-of-range warnings; absent: the service does not check input ranges.
+    input_range: InputRange | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -180,7 +336,21 @@ class Manifest(_Model):
                 f"transform differences the targets (lag {t.lag}), so every target must be "
                 f"a feature: {sorted(set(self.targets) - set(self.features))} are not"
             )
+        if self.time is not None and self.time.calendar:
+            derived = self.time.calendar_columns
+            if self.features[-len(derived) :] != derived:
+                raise ValueError(
+                    f"time.calendar {self.time.calendar} adds the input columns {derived}, "
+                    "which must be the last features"
+                )
         return self
+
+    @property
+    def client_features(self) -> list[str]:
+        """The features a client sends: all but those derived from the time stamps."""
+        if self.time is None or not self.time.calendar:
+            return self.features
+        return self.features[: -2 * len(self.time.calendar)]
 
     @property
     def lag(self) -> int:
@@ -194,7 +364,7 @@ class Manifest(_Model):
     @property
     def can_roll_out(self) -> bool:
         """Multi-step forecasts feed predictions back, so targets must be the features."""
-        return self.targets == self.features
+        return self.targets == self.client_features
 
     def expected_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """Graph inputs and outputs the contract requires for this architecture."""

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from training.pipeline import Trained
+from training.ranges import far_out
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,56 @@ def plot_loss(entries: Sequence[Entry], path: Path) -> None:
 
 
 def plot_forecast(entries: Sequence[Entry], path: Path) -> None:
-    ev0 = entries[0].trained.evaluation
-    steps = np.arange(ev0.actual.shape[0])
+    """Test rows against the streaming predictions; dated rows on a date axis, and the first
+    model's calibrated one-step 80 % and 95 % intervals shaded."""
+    t0 = entries[0].trained
+    ev0 = t0.evaluation
+    steps: Any = np.arange(ev0.actual.shape[0])
+    xlabel = "test step"
+    spec = t0.series.time
+    if spec is not None:  # row i of a dated series is grid position i: local wall times
+        stamps = spec.stamps(t0.split.val_end, ev0.actual.shape[0])
+        steps = [s.replace(tzinfo=None) for s in stamps]
+        xlabel = spec.column if spec.tz is None else f"{spec.column} ({spec.tz})"
     fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
+    for level, alpha in ((0.95, 0.15), (0.8, 0.25)):
+        band = one_step_band(t0, ev0.predictions["streaming"][:, 0], level)
+        if band is not None:
+            colour = _colour(entries[0])
+            label = f"{entries[0].label} {level:.0%} interval"
+            ax.fill_between(steps, *band, color=colour, alpha=alpha, linewidth=0, label=label)
     ax.plot(steps, ev0.actual[:, 0], ".", color="grey", markersize=3, label="actual")
     if "noiseless" in ev0.predictions:
         ax.plot(steps, ev0.predictions["noiseless"][:, 0], color="black", label="noiseless sine")
     for e in entries:
         pred = e.trained.evaluation.predictions["streaming"][:, 0]
         ax.plot(steps, pred, color=_colour(e), label=e.label)
-    ax.set(xlabel="test step", ylabel=entries[0].trained.series.target_names[0])
+    ax.set(xlabel=xlabel, ylabel=t0.series.target_names[0])
     ax.set_title("Test forecast against actual (streaming)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, alpha=0.3)
+    if xlabel != "test step":
+        fig.autofmt_xdate()
     _save(fig, path)
+
+
+def one_step_band(
+    t: Trained, pred: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The calibrated one-step interval at `level` around predictions of the first target
+    (lower, upper), or None when the model has no intervals."""
+    if t.intervals is None:
+        return None
+    grid = np.asarray(t.intervals["levels"])
+    width = float(np.interp(level, grid, np.asarray(t.intervals["widths"][0][0])))
+    space = t.intervals["space"]
+    if space == "log":
+        return pred * np.exp(-width), pred * np.exp(width)
+    if space == "log1p":
+        z = np.log1p(pred)
+        return np.maximum(np.expm1(z - width), 0.0), np.expm1(z + width)
+    return pred - width, pred + width
 
 
 def plot_errors(entries: Sequence[Entry], path: Path) -> None:
@@ -128,6 +164,15 @@ def metrics_json(entries: Sequence[Entry], failed: dict[str, str] | None = None)
             "fit_seconds": round(fit_seconds(t), 2),
             "total_seconds": None if e.total_seconds is None else round(e.total_seconds, 2),
             "loss": {"train": t.history.train_loss, "val": t.history.val_loss},
+        }
+        if t.series.filled is not None:
+            out[e.label]["filled"] = t.series.filled
+        far = far_out(t.series, t.fitted_rows, t.split.val_end, t.config.range_k)
+        out[e.label]["out_of_range"] = {
+            "k": t.config.range_k,
+            "columns": {
+                f.column: {"count": f.count, "of": f.rows, "worst_std": f.worst} for f in far
+            },
         }
     if failed:
         out["failed"] = failed

@@ -27,6 +27,7 @@ from typing import Any
 from training.manifest import Manifest, check_name
 from training.onnx_export import OPSET, io_shapes
 from training.pipeline import Trained
+from training.ranges import input_range
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def build_manifest(
     dataset: dict[str, Any] = {"name": s.name, "sha256": s.sha256, "rows": s.rows}
     if s.noise_seed is not None:
         dataset["noise_seed"] = s.noise_seed
+    if s.filled is not None:
+        dataset["filled"] = s.filled
     split: dict[str, Any] = {
         "train": trained.split.train_end,
         "validation": trained.split.n_val,
@@ -112,6 +115,8 @@ def build_manifest(
             "metrics": trained.evaluation.summary(),
             "transform": trained.transform.model_dump(),
             "intervals": trained.intervals,
+            "time": None if s.time is None else s.time.model_dump(),
+            "input_range": input_range(s, trained.fitted_rows, cfg.range_k),
         }
     )
 

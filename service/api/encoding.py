@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
+from service.calendar import forecast_timestamps
 from service.inference import SeriesOutput
 from service.intervals import intervals
 from service.repository import LoadedModel
@@ -25,7 +26,11 @@ class OrjsonResponse(Response):
 
 
 def state_json(
-    model: LoadedModel, h: np.ndarray, c: np.ndarray | None, levels: np.ndarray | None = None
+    model: LoadedModel,
+    h: np.ndarray,
+    c: np.ndarray | None,
+    levels: np.ndarray | None = None,
+    time: int | None = None,
 ) -> dict[str, Any]:
     """A state as clients send it back: bound to the model name and version."""
     state: dict[str, Any] = {"model": model.name, "version": model.version, "h": h}
@@ -33,6 +38,8 @@ def state_json(
         state["c"] = c
     if levels is not None:
         state["levels"] = rows_json(levels)
+    if time is not None and model.manifest.time is not None:
+        state["time"] = model.manifest.time.stamp(time).isoformat()
     return state
 
 
@@ -48,11 +55,13 @@ def predict_json(
     for i, out in enumerate(outputs):
         item: dict[str, Any] = {"forecast": rows_json(out.forecast)}
         if return_state:
-            item["state"] = state_json(model, out.h, out.c, out.levels)
+            item["state"] = state_json(model, out.h, out.c, out.levels, out.time)
         if return_predictions:
             item["predictions"] = rows_json(out.predictions)
         if interval_levels is not None and interval_levels[i]:
             item["intervals"] = intervals(model, out.forecast, interval_levels[i] or ())
+        if out.time is not None:
+            item["forecast_timestamps"] = forecast_timestamps(model, out.time, len(out.forecast))
         series.append(item)
     return {"model": model.name, "version": model.version, "series": series}
 
@@ -79,4 +88,6 @@ def observe_json(
     }
     if model is not None and interval_levels:
         answer["intervals"] = intervals(model, step.forecast, interval_levels)
+    if step.forecast_timestamps is not None:
+        answer["forecast_timestamps"] = step.forecast_timestamps
     return orjson.dumps(answer, option=_OPTIONS)

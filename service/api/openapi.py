@@ -249,6 +249,8 @@ def _fit(schema: dict[str, Any], model: LoadedModel | None, settings: Settings) 
         properties["horizon"]["maximum"] = most
     if "intervals" in properties and model is not None and model.manifest.intervals is None:
         del properties["intervals"]  # no calibration: any level would be refused
+    if "timestamp" in properties and model is not None and model.manifest.time is None:
+        del properties["timestamp"]  # no time column: a stamp would be refused
 
 
 def _like(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +271,7 @@ def values_schema(model: LoadedModel | None, settings: Settings) -> dict[str, An
         row: dict[str, Any] = {"type": "array", "items": _number(), "minItems": 1}
         numbers = {"type": "array", "items": _number(), **count}
         return {"anyOf": [numbers, {"type": "array", "items": row, **count}]}
-    features = model.manifest.features
+    features = model.manifest.client_features
     bounds = value_bounds(model)
     n = len(features)
     if len(set(bounds)) == 1:
@@ -325,6 +327,13 @@ def state_schema(model: LoadedModel) -> dict[str, Any]:
         required.append("levels")
     else:
         properties["levels"] = {"type": "null", "description": "absent: no differences"}
+    if model.manifest.time is not None:
+        properties["time"] = {
+            "anyOf": [{"type": "string", "minLength": 4, "maxLength": 64}, {"type": "null"}],
+            "description": "the stamp of the last observed value (as an answer gave it)",
+        }
+    else:
+        properties["time"] = {"type": "null", "description": "absent: no time column"}
     return {
         "type": "object",
         "additionalProperties": False,
@@ -341,8 +350,9 @@ def _number(low: float = -F32_LIMIT, high: float = F32_LIMIT) -> dict[str, Any]:
 def value_bounds(model: LoadedModel) -> list[tuple[float, float]]:
     """Per feature, the least and the greatest JSON number the model takes as a value."""
     if model.scale_is_safe:
-        return [(-F32_LIMIT, F32_LIMIT)] * len(model.manifest.features)
-    return scaled_bounds(model.x_mul64, model.x_add64)
+        return [(-F32_LIMIT, F32_LIMIT)] * model.client_inputs
+    n = model.client_inputs  # calendar inputs are the service's to compute
+    return scaled_bounds(model.x_mul64[:n], model.x_add64[:n])
 
 
 def scaled_bounds(mul: np.ndarray, add: np.ndarray) -> list[tuple[float, float]]:

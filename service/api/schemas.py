@@ -49,6 +49,17 @@ Values = Annotated[
         examples=[[0.1, 0.3, 0.5]],
     ),
 ]
+# A time stamp: ISO 8601, with a UTC offset for models whose stamps have one.
+Timestamp = Annotated[
+    str,
+    Field(
+        min_length=4,
+        max_length=64,
+        description="ISO 8601 date or time, e.g. 2024-03-01 or 2024-03-31T03:00:00+02:00 "
+        "(models trained on dated rows)",
+        examples=["2024-03-01"],
+    ),
+]
 StateMatrix = Annotated[list[list[Number]], Field(description="[num_layers][hidden]", min_length=1)]
 # h is a tanh output: within [-1, 1] up to the runtime's float32 rounding. A larger h was
 # never answered, and drives the recurrent matmul to inf and the answer to NaN.
@@ -77,6 +88,11 @@ class State(StrictModel):
         description="models that difference their targets: the last observed target values "
         "(at most the lag), which the next values are differenced from; absent otherwise",
     )
+    time: Timestamp | None = Field(
+        None,
+        description="models trained on dated rows: the stamp of the last observed value, "
+        "which the next values follow",
+    )
 
 
 # Interval levels, each within (0, 1), e.g. [0.8, 0.95].
@@ -104,6 +120,11 @@ class SeriesRequest(StrictModel):
     )
     horizon: Integer = Field(1, ge=1, description="forecast steps (bounded by max_horizon)")
     intervals: IntervalLevels | None = None
+    timestamp: Timestamp | None = Field(
+        None,
+        description="the stamp of the first value (dated models; required with calendar "
+        "inputs unless the state carries its time)",
+    )
 
 
 class PredictRequest(StrictModel):
@@ -126,6 +147,9 @@ class SeriesResponse(BaseModel):
         None, description="prediction of step t+1 after each value t; when return_predictions"
     )
     intervals: list[Interval] | None = Field(None, description="when intervals were asked for")
+    forecast_timestamps: list[str] | None = Field(
+        None, description="dated models: the stamp of each forecast step, when time is known"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -165,6 +189,7 @@ class VersionInfo(BaseModel):
     metrics: dict[str, Any]
     onnx: dict[str, Any]
     created_at: str | None
+    time: dict[str, Any] | None = None
 
 
 class ModelInfo(BaseModel):

@@ -11,7 +11,13 @@ from service.api.schemas import (
     Output,
     State,
     StrictModel,
+    Timestamp,
     Values,
+)
+
+_TIMESTAMP = (
+    "the stamp of the first value (dated models): needed with calendar inputs until the "
+    "session knows its time, then it must follow the last value's"
 )
 
 
@@ -23,6 +29,9 @@ class CreateSessionRequest(StrictModel):
     )
     state: State | None = Field(
         None, description="state to start from (from a predict answer); omitted: zeros"
+    )
+    timestamp: Timestamp | None = Field(
+        None, description="dated models: the stamp of the first value (warm-up or next step)"
     )
 
 
@@ -36,6 +45,7 @@ class ObserveRequest(StrictModel):
     )
     horizon: Integer = Field(1, ge=1, description="forecast steps after the values")
     intervals: IntervalLevels | None = None
+    timestamp: Timestamp | None = Field(None, description=_TIMESTAMP)
 
 
 class StreamFrame(StrictModel):
@@ -45,6 +55,7 @@ class StreamFrame(StrictModel):
     offset: Integer | None = Field(None, ge=0)
     horizon: Integer = Field(1, ge=1)
     intervals: IntervalLevels | None = None
+    timestamp: Timestamp | None = Field(None, description=_TIMESTAMP)
 
 
 class SessionInfo(BaseModel):
@@ -67,3 +78,6 @@ class ObserveResponse(BaseModel):
     predictions: Output = Field(description="prediction of step t+1 after each observed value t")
     forecast: Output = Field(description="next `horizon` steps after the observed values")
     intervals: list[Interval] | None = Field(None, description="when intervals were asked for")
+    forecast_timestamps: list[str] | None = Field(
+        None, description="dated models: the stamp of each forecast step, when time is known"
+    )

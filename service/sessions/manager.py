@@ -13,6 +13,7 @@ store, nor applied on a state the store no longer has.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -22,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.calendar import forecast_timestamps, timed_values
 from service.inference import SeriesInput, SeriesOutput
 from service.inputs import Limits, check_domain, check_horizon, values_array
 from service.redaction import session_tag
@@ -36,6 +38,7 @@ from service.sessions.record import (
     step_digest,
     unpack_h,
     unpack_state,
+    unpack_time,
 )
 from service.sessions.store import Advance, OwnerQuota, SessionStore
 from service.telemetry.context import note_model
@@ -92,6 +95,7 @@ class StepResult:
     predictions: np.ndarray  # (time, targets): prediction of step t+1 after each value t
     forecast: np.ndarray  # (horizon, targets)
     replayed: bool  # True when this was a retry answered without advancing the session
+    forecast_timestamps: list[str] | None = None  # dated models whose session knows its time
 
 
 class SessionManager:
@@ -166,8 +170,10 @@ class SessionManager:
         h: np.ndarray | None = None,  # (num_layers, hidden)
         c: np.ndarray | None = None,
         levels: np.ndarray | None = None,  # (<= lag, targets): models with a lag only
+        time: int | None = None,  # dated models: grid position of the last value (or none)
     ) -> SessionRecord:
-        """A new session of `owner` at offset 0, or after the warm-up values."""
+        """A new session of `owner` at offset 0, or after the warm-up values (their calendar
+        inputs joined already, service.calendar)."""
         note_model(model)
         layers, hidden = model.state_shape
         zeros = np.zeros((layers, hidden), dtype=np.float32)
@@ -181,7 +187,7 @@ class SessionManager:
             model=model.name,
             version=model.version,
             offset=offset,
-            h=pack_h(zeros if h is None else h, levels, model),
+            h=pack_h(zeros if h is None else h, levels, model, time),
             c=(pack_state(zeros if c is None else c) if model.manifest.is_lstm else None),
             created_at=now,
             updated_at=now,
@@ -223,6 +229,7 @@ class SessionManager:
         offset: int,
         values: Sequence[float] | Sequence[Sequence[float]],
         horizon: int,
+        timestamp: str | None = None,
     ) -> StepResult:
         """Apply one step at ``offset`` exactly once and return its outputs.
 
@@ -244,7 +251,7 @@ class SessionManager:
                     waiting.remove(turn)
                 raise
         try:
-            return await self._step(session_id, owner, offset, values, horizon)
+            return await self._step(session_id, owner, offset, values, horizon, timestamp)
         finally:
             self._next_step(session_id)
 
@@ -265,6 +272,7 @@ class SessionManager:
         offset: int,
         values: Sequence[float] | Sequence[Sequence[float]],
         horizon: int,
+        timestamp: str | None = None,
     ) -> StepResult:
         array: np.ndarray | None = None
         digest = ""
@@ -289,15 +297,19 @@ class SessionManager:
                 if model.transformed:
                     check_domain(array, model, "values")
                 digest = step_digest(array, horizon)
+                if timestamp is not None:  # a retry must give the same stamp too
+                    digest = hashlib.sha256(f"{digest} {timestamp}".encode()).hexdigest()
             last = record.last_step
             if last is not None and last.offset == offset and last.digest == digest:
                 log.info("session %s: step at offset %d replayed", session_tag(session_id), offset)
                 self._hooks.step(model, "replayed")
-                return await self._replay(model, record, last, array, horizon)
+                return await self._replay(model, record, last, array, horizon, timestamp)
             if offset != record.offset:
                 self._hooks.step(model, "conflict")
                 raise OffsetConflict(offset, record.offset)
-            outcome, result, advanced = await self._apply(model, record, array, horizon, digest)
+            outcome, result, advanced = await self._apply(
+                model, record, array, horizon, digest, timestamp
+            )
             if outcome is Advance.APPLIED:
                 self._hooks.step(model, "applied")
                 self._remember(advanced)
@@ -325,13 +337,26 @@ class SessionManager:
         values: np.ndarray,
         horizon: int,
         digest: str,
+        timestamp: str | None = None,
     ) -> tuple[Advance, StepResult, SessionRecord]:
         shape = model.state_shape
         levels = None
-        if model.lag:  # the levels ride in the h blob (record.pack_h)
+        future = time = None
+        if model.lag or model.timed:  # levels and time ride in the h blob (record.pack_h)
             h, levels = unpack_h(record.h, model)
         else:
             h = unpack_state(record.h, shape)
+        if model.timed or timestamp is not None:
+            timed = timed_values(
+                model,
+                values,
+                horizon,
+                timestamp,
+                unpack_time(record.h, model),
+                "timestamp",
+                "a session",
+            )
+            values, future, time = timed.values, timed.future, timed.last
         c = unpack_state(record.c, shape) if record.c is not None else None
         steps = int(values.shape[0])
         keep_answer = self._answer_fits(model, steps, horizon)
@@ -339,7 +364,17 @@ class SessionManager:
         # replay will, so that both give the same numbers.
         (out,) = await self._run(
             model,
-            [SeriesInput(values=values, h=h, c=c, horizon=horizon, levels=levels)],
+            [
+                SeriesInput(
+                    values=values,
+                    h=h,
+                    c=c,
+                    horizon=horizon,
+                    levels=levels,
+                    future=future,
+                    time=time,
+                )
+            ],
             alone=not keep_answer,
         )
         if keep_answer:  # (time + horizon, targets) float32, the two parts one after the other
@@ -353,7 +388,9 @@ class SessionManager:
             model=record.model,
             version=record.version,
             offset=record.offset + steps,
-            h=pack_state(out.h) if not model.lag else pack_h(out.h, out.levels, model),
+            h=pack_h(out.h, out.levels, model, time)
+            if model.lag or model.timed
+            else pack_state(out.h),
             c=pack_state(out.c) if out.c is not None else None,
             created_at=record.created_at,
             updated_at=self._clock(),
@@ -361,7 +398,8 @@ class SessionManager:
             owner=record.owner,
             token=new_token(),
         )
-        result = _result(record, record.offset, steps, out.predictions, out.forecast, False)
+        stamps = forecast_timestamps(model, time, horizon) if time is not None else None
+        result = _result(record, record.offset, steps, out.predictions, out.forecast, False, stamps)
         advance_now = self._advance_now
         if advance_now is not None:
             return advance_now(record, advanced), result, advanced
@@ -374,6 +412,7 @@ class SessionManager:
         last: AppliedStep,
         values: np.ndarray,
         horizon: int,
+        timestamp: str | None = None,
     ) -> StepResult:
         steps = int(values.shape[0])
         if last.answer is not None:
@@ -382,16 +421,35 @@ class SessionManager:
                 raise VersionGone(record, "has reloaded with another output size")
             both = np.frombuffer(last.answer, dtype="<f4").reshape(-1, targets)
             both = both.astype(np.float32)
-            return _result(record, last.offset, steps, both[:steps], both[steps:], True)
+            stamps = None
+            if model.timed:  # the record is the one the step made: its time is the step's
+                stamps = forecast_timestamps(model, unpack_time(record.h, model), horizon)
+            return _result(record, last.offset, steps, both[:steps], both[steps:], True, stamps)
         shape = model.state_shape
         h, levels = unpack_h(last.h_before, model) if last.h_before is not None else (None, None)
         c = unpack_state(last.c_before, shape) if last.c_before is not None else None
+        future = time = None
+        if model.timed and last.h_before is not None:
+            before = unpack_time(last.h_before, model)
+            timed = timed_values(model, values, horizon, timestamp, before, "timestamp")
+            values, future, time = timed.values, timed.future, timed.last
         (out,) = await self._run(
             model,
-            [SeriesInput(values=values, h=h, c=c, horizon=horizon, levels=levels)],
+            [
+                SeriesInput(
+                    values=values,
+                    h=h,
+                    c=c,
+                    horizon=horizon,
+                    levels=levels,
+                    future=future,
+                    time=time,
+                )
+            ],
             alone=True,
         )
-        return _result(record, last.offset, steps, out.predictions, out.forecast, True)
+        stamps = forecast_timestamps(model, time, horizon)
+        return _result(record, last.offset, steps, out.predictions, out.forecast, True, stamps)
 
     def _remembered(self, session_id: str, owner: str, offset: int) -> SessionRecord | None:
         """The remembered record, only when the step continues it exactly."""
@@ -416,6 +474,7 @@ def _result(
     predictions: np.ndarray,
     forecast: np.ndarray,
     replayed: bool,
+    stamps: list[str] | None = None,
 ) -> StepResult:
     return StepResult(
         session=record.id,
@@ -426,4 +485,5 @@ def _result(
         predictions=predictions,
         forecast=forecast,
         replayed=replayed,
+        forecast_timestamps=stamps,
     )

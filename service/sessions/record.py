@@ -104,33 +104,58 @@ def step_digest(values: npt.NDArray[np.floating], horizon: int) -> str:
     return hashlib.sha256(head + arr.tobytes()).hexdigest()
 
 
+# A dated model's blob ends with the grid position of the last value as int64; this
+# value says the session has no time yet.
+NO_TIME = -(2**63)
+
+
 def pack_h(
-    h: npt.NDArray[np.floating], levels: npt.NDArray[np.floating] | None, model: LoadedModel
+    h: npt.NDArray[np.floating],
+    levels: npt.NDArray[np.floating] | None,
+    model: LoadedModel,
+    time: int | None = None,
 ) -> bytes:
     """A session's h blob: h, then for a model with a lag its levels (service.transforms)
-    as a count and `lag` rows padded with zeros, so the blob keeps one size per model."""
-    if not model.lag:
+    as a count and `lag` rows padded with zeros, then for a dated model the grid position
+    of the last value (service.calendar), so the blob keeps one size per model."""
+    if not model.lag and not model.timed:
         return pack_state(h)
-    targets = model.manifest.architecture.output_size
-    padded = np.zeros((model.lag, targets), dtype="<f4")
-    count = 0 if levels is None else levels.shape[0]
-    if levels is not None:
-        padded[:count] = levels
-    return pack_state(h) + np.array([count], dtype="<f4").tobytes() + padded.tobytes()
+    blob = pack_state(h)
+    if model.lag:
+        targets = model.manifest.architecture.output_size
+        padded = np.zeros((model.lag, targets), dtype="<f4")
+        count = 0 if levels is None else levels.shape[0]
+        if levels is not None:
+            padded[:count] = levels
+        blob += np.array([count], dtype="<f4").tobytes() + padded.tobytes()
+    if model.timed:
+        blob += np.array([NO_TIME if time is None else time], dtype="<i8").tobytes()
+    return blob
 
 
 def unpack_h(
     blob: bytes, model: LoadedModel
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-    """The inverse of pack_h: (h, levels or None)."""
-    if not model.lag:
+    """The inverse of pack_h: (h, levels or None); unpack_time reads the time."""
+    if not model.lag and not model.timed:
         return unpack_state(blob, model.state_shape), None
+    if len(blob) != model.state_bytes:
+        raise ValueError(f"stored state has {len(blob)} bytes, expected {model.state_bytes}")
     layers, hidden = model.state_shape
     size = layers * hidden * 4
     h = unpack_state(blob[:size], model.state_shape)
-    if len(blob) != model.state_bytes:
-        raise ValueError(f"stored state has {len(blob)} bytes, expected {model.state_bytes}")
+    if not model.lag:
+        return h, None
     count = int(np.frombuffer(blob, dtype="<f4", count=1, offset=size)[0])
     targets = model.manifest.architecture.output_size
-    rows = np.frombuffer(blob, dtype="<f4", offset=size + 4).reshape(model.lag, targets)
+    rows = np.frombuffer(blob, dtype="<f4", count=model.lag * targets, offset=size + 4)
+    rows = rows.reshape(model.lag, targets)
     return h, (rows[:count] if count else None)
+
+
+def unpack_time(blob: bytes, model: LoadedModel) -> int | None:
+    """The grid position a dated model's blob carries (None: none yet, or not dated)."""
+    if not model.timed:
+        return None
+    value = int(np.frombuffer(blob, dtype="<i8", count=1, offset=len(blob) - 8)[0])
+    return None if value == NO_TIME else value

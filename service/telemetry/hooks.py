@@ -57,6 +57,9 @@ class RunHooks(Protocol):
     def drain(self) -> None:
         """Count the records the runner appended (and empty the list); thread-safe."""
 
+    def far_out(self, model: LoadedModel, count: int) -> None:
+        """A call for this model had `count` input values far outside its training range."""
+
 
 class SessionHooks(Protocol):
     """Called by service.sessions.manager.SessionManager and its factory."""
@@ -87,6 +90,9 @@ class NoRunHooks:
         return _NULL
 
     def drain(self) -> None:
+        pass
+
+    def far_out(self, model: LoadedModel, count: int) -> None:
         pass
 
 

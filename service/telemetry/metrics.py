@@ -124,6 +124,13 @@ SPECS = {
         threaded=True,
     ),
     "created": Spec("seqcast_sessions_created", "Sessions created", "counter", _MODEL),
+    "far_out": Spec(
+        "seqcast_inputs_far_out",
+        "Input values beyond the model's training range by more than k std (models whose "
+        "manifest records the range)",
+        "counter",
+        _MODEL,
+    ),
     "session_steps": Spec(
         "seqcast_session_steps",
         "Session steps (observe calls and stream frames) by outcome: applied, replayed "
@@ -161,6 +168,7 @@ class ModelMetrics:
         "compute",
         "created",
         "executions",
+        "far_out",
         "queue",
         "request_duration",
         "run_batch",
@@ -180,6 +188,7 @@ class ModelMetrics:
         self.series = f["series"].labels(*labels)
         self.steps = f["steps"].labels(*labels)
         self.created = f["created"].labels(*labels)
+        self.far_out = f["far_out"].labels(*labels)
         steps = f["session_steps"]
         self.steps_by_outcome: dict[StepOutcome, Value] = {
             outcome: steps.labels(*labels, outcome)

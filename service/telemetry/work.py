@@ -276,6 +276,10 @@ class RunTelemetry:
             return _NULL
         return tracing.batch(core.model, [ticket[1] for ticket in tickets])
 
+    def far_out(self, model: LoadedModel, count: int) -> None:
+        if self._metrics is not None:
+            self._metrics.model(model).far_out.inc(count)
+
     def drain(self) -> None:
         records = self.records
         if not records:

@@ -23,7 +23,7 @@ def version_info(model: LoadedModel, settings: Settings) -> dict[str, Any]:
         "name": m.name,
         "version": m.version,
         "cell": m.architecture.cell,
-        "features": m.features,
+        "features": m.client_features,
         "targets": m.targets,
         "num_layers": layers,
         "hidden_size": hidden,
@@ -34,6 +34,15 @@ def version_info(model: LoadedModel, settings: Settings) -> dict[str, Any]:
         "metrics": m.metrics,
         "onnx": {"file": m.onnx.file, "sha256": m.onnx.sha256, "opset": m.onnx.opset},
         "created_at": m.training.get("created_at"),
+        # Dated models: the grid and the calendar inputs the service computes itself.
+        "time": None
+        if m.time is None
+        else {
+            "freq": m.time.freq,
+            "tz": m.time.tz,
+            "calendar": m.time.calendar,
+            "anchor": m.time.anchor,
+        },
     }
 
 

@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
@@ -20,9 +21,11 @@ from service.api.session_schemas import (
     SessionInfo,
 )
 from service.api.state import OwnerDep, StateDep
+from service.calendar import position, state_time, timed_values
 from service.inputs import check_domain, check_intervals, levels_array, state_arrays, values_array
+from service.repository import LoadedModel
 from service.sessions.manager import SessionManager, SessionNotFound
-from service.sessions.record import SessionRecord, unpack_h, unpack_state
+from service.sessions.record import SessionRecord, unpack_h, unpack_state, unpack_time
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
@@ -65,7 +68,7 @@ def session_info(
         model = sessions.model_of(record)
         h, levels = unpack_h(record.h, model)
         c = unpack_state(record.c, model.state_shape) if record.c is not None else None
-        info["state"] = state_json(model, h, c, levels)
+        info["state"] = state_json(model, h, c, levels, unpack_time(record.h, model))
     return info
 
 
@@ -81,9 +84,32 @@ async def create(call: Call) -> Answer:
         if warmup is not None:
             check_domain(warmup, model, "values")
         levels = levels_array(body.state, model, "state")
-    record = await state.sessions.create(model, call.owner, warmup, h, c, levels)
+    time = None
+    if model.timed or body.timestamp is not None:
+        warmup, time = _timed_warmup(model, warmup, body)
+    record = await state.sessions.create(model, call.owner, warmup, h, c, levels, time)
     info = orjson.dumps(session_info(state.sessions, record))
     return Answer(info, status=201, headers=(("Location", f"/v1/sessions/{record.id}"),))
+
+
+def _timed_warmup(
+    model: LoadedModel, warmup: np.ndarray | None, body: CreateSessionRequest
+) -> tuple[np.ndarray | None, int | None]:
+    """The warm-up values with their calendar inputs, and the session's grid position."""
+    last = state_time(body.state, model, "state")
+    if warmup is not None:
+        timed = timed_values(model, warmup, 1, body.timestamp, last, "timestamp")
+        return timed.values, timed.last
+    if body.timestamp is None:
+        return None, last
+    spec = model.manifest.time
+    if spec is None:
+        timed_values(model, np.empty((0, 1)), 1, body.timestamp, None, "timestamp")  # refuses
+        return None, None
+    first = position(spec, body.timestamp, "timestamp")
+    if last is not None and first != last + 1:
+        timed_values(model, np.empty((0, 1)), 1, body.timestamp, last, "timestamp")  # refuses
+    return None, first - 1
 
 
 async def observe(call: Call) -> Answer:
@@ -95,7 +121,9 @@ async def observe(call: Call) -> Answer:
     if body.intervals:  # checked before the step, which must not apply if refused
         model = sessions.model_of(await sessions.get(session_id, call.owner))
         check_intervals(body.intervals, body.horizon, model, "intervals")
-    step = await sessions.observe(session_id, call.owner, body.offset, body.values, body.horizon)
+    step = await sessions.observe(
+        session_id, call.owner, body.offset, body.values, body.horizon, body.timestamp
+    )
     return Answer(
         observe_json(step, model, body.intervals),
         headers=(("Seqcast-Replayed", "true"),) if step.replayed else (),

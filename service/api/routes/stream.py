@@ -114,7 +114,7 @@ async def _serve_frames(
                 model = state.sessions.model_of(record)
                 check_intervals(frame.intervals, frame.horizon, model, "intervals")
             step = await state.sessions.observe(
-                record.id, owner, offset, frame.values, frame.horizon
+                record.id, owner, offset, frame.values, frame.horizon, frame.timestamp
             )
         except _KNOWN_ERRORS as exc:
             err = as_api_error(exc)
