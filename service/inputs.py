@@ -114,12 +114,17 @@ def check_horizon(horizon: int, model: LoadedModel, limits: Limits, field: str) 
 
 
 def values_array(
-    values: Sequence[float] | Sequence[Sequence[float]],
+    values: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
     model: LoadedModel,
     limits: Limits,
     field: str,
 ) -> np.ndarray:
-    """(time, features) float32 in original units, safe to scale for this model."""
+    """(time, features) float32 in original units, safe to scale for this model.
+
+    `values` is what a JSON body gave (numbers or rows), or an array some protocol decoded
+    (rows_array checks it)."""
+    if isinstance(values, np.ndarray):
+        return rows_array(values, model, limits, field)
     n_features = model.manifest.architecture.input_size
     if len(values) > limits.max_values:
         raise InputError(
@@ -158,6 +163,52 @@ def values_array(
     return _scalable(array, model, field)
 
 
+def rows_array(array: np.ndarray, model: LoadedModel, limits: Limits, field: str) -> np.ndarray:
+    """An array of one series' values, decoded by a protocol (not yet checked): (time,
+    features) float32 or float64 in original units. The same rules as values_array: the
+    length limit, the feature count, finite numbers within float32, safe to scale."""
+    n_features = model.manifest.architecture.input_size
+    if array.ndim != 2 or array.shape[1] != n_features:
+        raise InputError(
+            "invalid_shape",
+            f"{field} must be [time, {n_features}] ({', '.join(model.manifest.features)}) "
+            f"for model {model.name!r}, got {list(array.shape)}",
+            field,
+        )
+    if array.shape[0] > limits.max_values:
+        raise InputError(
+            "limit_exceeded",
+            f"{field} has {array.shape[0]} values, over the limit "
+            f"max_values_per_series={limits.max_values}",
+            field,
+        )
+    if array.shape[0] == 0:
+        raise InputError("invalid_value", f"{field} has no values; send at least one", field)
+    return _scalable(finite_float32(array, field), model, field)
+
+
+def finite_float32(array: np.ndarray, field: str, bound: float = np.inf) -> np.ndarray:
+    """A decoded array as float32, refused unless every number is finite in float32 (what
+    JSON bodies are held to) and, when given, within ±bound."""
+    if array.dtype == np.float32:
+        wide = array
+    else:
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+            wide = array.astype(np.float32)
+    ok = np.abs(wide) <= min(bound, F32_MAX)  # False for NaN and inf too
+    if not ok.all():
+        where = [int(i) for i in np.argwhere(~ok)[0]]
+        index = "".join(f"[{i}]" for i in where)
+        within = f" within ±{bound:g}" if bound < F32_MAX else ""
+        raise InputError(
+            "invalid_value",
+            f"{field}{index}: {float(array[tuple(where)])!r} is not a finite float32 number"
+            f"{within}",
+            f"{field}{index}",
+        )
+    return wide
+
+
 def state_arrays(
     state: StateIn | None, model: LoadedModel, field: str
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -187,6 +238,51 @@ def state_arrays(
             f"{field}.c",
         )
     return h, None
+
+
+def state_rows(
+    h: np.ndarray | None,
+    c: np.ndarray | None,
+    model: LoadedModel,
+    batch: int,
+    h_bound: float,
+    fields: tuple[str, str] = ("h", "c"),
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Decoded state arrays for `batch` series, (batch, num_layers, hidden) each, as
+    state_arrays checks a JSON state: this model's shape, `c` exactly for an LSTM, finite
+    float32, each number of h within ±h_bound (a tanh output)."""
+    if h is None and c is None:
+        return None, None
+    h_field, c_field = fields
+    if h is None:
+        raise InputError(
+            "missing_field", f"{h_field} is required with {c_field}: a state is both", h_field
+        )
+    layers, hidden = model.state_shape
+    expected = [batch, layers, hidden]
+    for array, field in ((h, h_field), (c, c_field)):
+        if array is not None and list(array.shape) != expected:
+            raise InputError(
+                "invalid_shape",
+                f"{field} must be [batch, num_layers, hidden] = {expected} for model "
+                f"{model.name!r}, got {list(array.shape)}",
+                field,
+            )
+    if model.manifest.is_lstm and c is None:
+        raise InputError(
+            "missing_field",
+            f"{c_field} is required with {h_field}: {model.name!r} is an LSTM",
+            c_field,
+        )
+    if not model.manifest.is_lstm and c is not None:
+        raise InputError(
+            "unknown_field",
+            f"{c_field} must be absent: {model.name!r} is {model.manifest.architecture.cell}, "
+            "which has no cell state",
+            c_field,
+        )
+    h = finite_float32(h, h_field, h_bound)
+    return h, None if c is None else finite_float32(c, c_field)
 
 
 def shown(text: str, limit: int = 64) -> str:

@@ -91,6 +91,8 @@ class StepResult:
     predictions: np.ndarray  # (time, targets): prediction of step t+1 after each value t
     forecast: np.ndarray  # (horizon, targets)
     replayed: bool  # True when this was a retry answered without advancing the session
+    h: np.ndarray | None = None  # (num_layers, hidden): the session's state after the step
+    c: np.ndarray | None = None  # LSTM only
 
 
 class SessionManager:
@@ -156,8 +158,13 @@ class SessionManager:
         warmup: np.ndarray | None = None,  # (time, features) in original units, checked
         h: np.ndarray | None = None,  # (num_layers, hidden)
         c: np.ndarray | None = None,
+        session_id: str | None = None,
     ) -> SessionRecord:
-        """A new session of `owner` at offset 0, or after the warm-up values."""
+        """A new session of `owner` at offset 0, or after the warm-up values.
+
+        `session_id`: an id the caller chose (an Open Inference Protocol sequence's), which
+        the store refuses with SessionExists while a live session has it; None: a new
+        random one."""
         note_model(model)
         layers, hidden = model.state_shape
         zeros = np.zeros((layers, hidden), dtype=np.float32)
@@ -167,7 +174,7 @@ class SessionManager:
             h, c, offset = out.h, out.c, int(warmup.shape[0])
         now = self._clock()
         record = SessionRecord(
-            id=secrets.token_urlsafe(16),
+            id=secrets.token_urlsafe(16) if session_id is None else session_id,
             model=model.name,
             version=model.version,
             offset=offset,
@@ -210,12 +217,14 @@ class SessionManager:
         self,
         session_id: str,
         owner: str,
-        offset: int,
-        values: Sequence[float] | Sequence[Sequence[float]],
+        offset: int | None,
+        values: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
         horizon: int,
     ) -> StepResult:
         """Apply one step at ``offset`` exactly once and return its outputs.
 
+        ``offset`` None: apply the step wherever the session stands when it runs (steps in
+        arrival order); such a step is never taken for a retry.
         The values are checked against the session's model (service.inputs) once the
         stored record says which model that is.
         """
@@ -228,7 +237,8 @@ class SessionManager:
             # Three rounds always suffice: a lost compare-and-advance means the offset
             # moved; after a stale remembered record, a fresh read either applies the
             # step or decides it (replay or conflict), and after a race lost on a fresh
-            # read, the next read decides it.
+            # read, the next read decides it. (A step without an offset that loses three
+            # races to other replicas is refused as a conflict, to be sent again.)
             for round_ in range(3):
                 record = self._remembered(session_id, owner, offset) if round_ == 0 else None
                 if record is None:
@@ -239,16 +249,21 @@ class SessionManager:
                     check_horizon(horizon, model, self.limits, "horizon")
                     array = values_array(values, model, self.limits, "values")
                     digest = step_digest(array, horizon)
+                # A step without an offset applies where the session stands: it is never
+                # taken for a retry, nor refused as a conflict.
                 last = record.last_step
-                if last is not None and last.offset == offset and last.digest == digest:
-                    log.info(
-                        "session %s: step at offset %d replayed", session_tag(session_id), offset
-                    )
-                    self._hooks.step(model, "replayed")
-                    return await self._replay(model, record, last, array, horizon)
-                if offset != record.offset:
-                    self._hooks.step(model, "conflict")
-                    raise OffsetConflict(offset, record.offset)
+                if offset is not None:
+                    if last is not None and last.offset == offset and last.digest == digest:
+                        log.info(
+                            "session %s: step at offset %d replayed",
+                            session_tag(session_id),
+                            offset,
+                        )
+                        self._hooks.step(model, "replayed")
+                        return await self._replay(model, record, last, array, horizon)
+                    if offset != record.offset:
+                        self._hooks.step(model, "conflict")
+                        raise OffsetConflict(offset, record.offset)
                 outcome, result, advanced = await self._apply(model, record, array, horizon, digest)
                 if outcome is Advance.APPLIED:
                     self._hooks.step(model, "applied")
@@ -263,7 +278,7 @@ class SessionManager:
                 )
             current = await self.get(session_id, owner)
             self._hooks.step(model, "conflict")
-            raise OffsetConflict(offset, current.offset)
+            raise OffsetConflict(current.offset if offset is None else offset, current.offset)
 
     def _answer_fits(self, model: LoadedModel, steps: int, horizon: int) -> bool:
         return (steps + horizon) * model.manifest.architecture.output_size * 4 <= (
@@ -307,7 +322,9 @@ class SessionManager:
             owner=record.owner,
             token=new_token(),
         )
-        result = _result(record, record.offset, steps, out.predictions, out.forecast, False)
+        result = _result(
+            record, record.offset, steps, out.predictions, out.forecast, False, out.h, out.c
+        )
         return await self.store.compare_and_advance(record, advanced), result, advanced
 
     async def _replay(
@@ -319,25 +336,35 @@ class SessionManager:
         horizon: int,
     ) -> StepResult:
         steps = int(values.shape[0])
+        shape = model.state_shape
+        # The last step's: the state the session holds now.
+        h_after = unpack_state(record.h, shape)
+        c_after = unpack_state(record.c, shape) if record.c is not None else None
         if last.answer is not None:
             targets = model.manifest.architecture.output_size
             if len(last.answer) != (steps + horizon) * targets * 4:
                 raise VersionGone(record, "has reloaded with another output size")
             both = np.frombuffer(last.answer, dtype="<f4").reshape(-1, targets)
             both = both.astype(np.float32)
-            return _result(record, last.offset, steps, both[:steps], both[steps:], True)
-        shape = model.state_shape
+            return _result(
+                record, last.offset, steps, both[:steps], both[steps:], True, h_after, c_after
+            )
         h = unpack_state(last.h_before, shape) if last.h_before is not None else None
         c = unpack_state(last.c_before, shape) if last.c_before is not None else None
         (out,) = await self._run(
             model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)], alone=True
         )
-        return _result(record, last.offset, steps, out.predictions, out.forecast, True)
+        return _result(
+            record, last.offset, steps, out.predictions, out.forecast, True, h_after, c_after
+        )
 
-    def _remembered(self, session_id: str, owner: str, offset: int) -> SessionRecord | None:
-        """The remembered record, only when the step continues it exactly."""
+    def _remembered(self, session_id: str, owner: str, offset: int | None) -> SessionRecord | None:
+        """The remembered record, only when the step continues it exactly (or, for a step
+        with no offset, whatever it holds: the compare-and-advance checks it)."""
         record = self._recent.get(session_id)
-        if record is None or record.offset != offset or record.owner != owner:
+        if record is None or record.owner != owner:
+            return None
+        if offset is not None and record.offset != offset:
             return None
         return record
 
@@ -357,6 +384,8 @@ def _result(
     predictions: np.ndarray,
     forecast: np.ndarray,
     replayed: bool,
+    h: np.ndarray | None = None,
+    c: np.ndarray | None = None,
 ) -> StepResult:
     return StepResult(
         session=record.id,
@@ -367,4 +396,6 @@ def _result(
         predictions=predictions,
         forecast=forecast,
         replayed=replayed,
+        h=h,
+        c=c,
     )
