@@ -327,7 +327,8 @@ def _is_oip(path: str) -> bool:
 def _oip_media(content_type: bytes | None) -> bool:
     if content_type is None:
         return True
-    return content_type.split(b";", 1)[0].strip().lower() in _OIP_MEDIA
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return not kind or kind in _OIP_MEDIA
 
 
 def _same_host(origin: bytes, host: bytes | None) -> bool:

@@ -222,7 +222,7 @@ def series_inputs(
     h, c = state_rows(tensors.get("h"), tensors.get("c"), model, batch, H_LIMIT)
     out = []
     for b in range(batch):  # per series, as /v1: each is its own row with its own state
-        rows = rows_array(values[b], model, limits, "values" if batch == 1 else f"values[{b}]")
+        rows = rows_array(values[b], model, limits, f"values[{b}]")
         out.append(
             SeriesInput(
                 values=rows,
