@@ -8,6 +8,7 @@ naming the field at fault, which each protocol renders in its own shape.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -184,29 +185,49 @@ def rows_array(array: np.ndarray, model: LoadedModel, limits: Limits, field: str
         )
     if array.shape[0] == 0:
         raise InputError("invalid_value", f"{field} has no values; send at least one", field)
-    return _scalable(finite_float32(array, field), model, field)
+    if model.scale_is_safe:  # any finite float32 scales safely: finiteness is enough
+        return finite_float32(array, field)
+    wide, peak = _finite(array, field, F32_MAX)
+    return wide if peak <= model.safe_abs else _scalable(wide, model, field)
 
 
 def finite_float32(array: np.ndarray, field: str, bound: float = np.inf) -> np.ndarray:
     """A decoded array as float32, refused unless every number is finite in float32 (what
     JSON bodies are held to) and, when given, within ±bound."""
+    if bound < F32_MAX:
+        return _finite(array, field, bound)[0]
+    wide = _as_float32(array)
+    # One reduction: a NaN or an infinity anywhere makes the sum so, and a float64 sum of
+    # finite float32 numbers cannot overflow.
+    if math.isfinite(wide.sum(dtype=np.float64)):
+        return wide
+    return _finite(array, field, F32_MAX)[0]  # raises, naming the first bad number
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.float32:
-        wide = array
-    else:
-        with np.errstate(over="ignore"):  # beyond float32: inf, refused below
-            wide = array.astype(np.float32)
-    ok = np.abs(wide) <= min(bound, F32_MAX)  # False for NaN and inf too
-    if not ok.all():
-        where = [int(i) for i in np.argwhere(~ok)[0]]
-        index = "".join(f"[{i}]" for i in where)
-        within = f" within ±{bound:g}" if bound < F32_MAX else ""
-        raise InputError(
-            "invalid_value",
-            f"{field}{index}: {float(array[tuple(where)])!r} is not a finite float32 number"
-            f"{within}",
-            f"{field}{index}",
-        )
-    return wide
+        return array
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused by the caller
+        return array.astype(np.float32)
+
+
+def _finite(array: np.ndarray, field: str, limit: float) -> tuple[np.ndarray, float]:
+    """(the array as float32, its largest magnitude), or the refusal of its first number
+    that is not finite in float32 or beyond ±limit."""
+    wide = _as_float32(array)
+    if wide.size == 0:
+        return wide, 0.0
+    peak = float(np.abs(wide).max())
+    if peak <= limit:  # False for NaN (abs and max carry it) and inf
+        return wide, peak
+    where = [int(i) for i in np.argwhere(~(np.abs(wide) <= limit))[0]]
+    index = "".join(f"[{i}]" for i in where)
+    within = f" within ±{limit:g}" if limit < F32_MAX else ""
+    raise InputError(
+        "invalid_value",
+        f"{field}{index}: {float(array[tuple(where)])!r} is not a finite float32 number{within}",
+        f"{field}{index}",
+    )
 
 
 def state_arrays(
@@ -259,12 +280,12 @@ def state_rows(
             "missing_field", f"{h_field} is required with {c_field}: a state is both", h_field
         )
     layers, hidden = model.state_shape
-    expected = [batch, layers, hidden]
+    expected = (batch, layers, hidden)
     for array, field in ((h, h_field), (c, c_field)):
-        if array is not None and list(array.shape) != expected:
+        if array is not None and array.shape != expected:
             raise InputError(
                 "invalid_shape",
-                f"{field} must be [batch, num_layers, hidden] = {expected} for model "
+                f"{field} must be [batch, num_layers, hidden] = {list(expected)} for model "
                 f"{model.name!r}, got {list(array.shape)}",
                 field,
             )

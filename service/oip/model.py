@@ -26,7 +26,7 @@ import numpy as np
 from service.api.schemas import H_LIMIT
 from service.inference import SeriesInput, SeriesOutput
 from service.inputs import InputError, Limits, check_horizon, rows_array, shown, state_rows
-from service.oip.tensors import Wanted
+from service.oip.tensors import OutputTensor, Wanted
 from service.repository import LoadedModel
 
 PLATFORM = "onnx_onnxv1"  # the protocol's name for an ONNX model on ONNX Runtime
@@ -42,6 +42,7 @@ _KNOWN = (
     "sequence_end",
     "sequence_offset",
 )
+_ALLOWED = frozenset(_KNOWN) | _IGNORED
 MAX_SEQUENCE_ID = 2**64 - 1
 MAX_SEQUENCE_ID_CHARS = 256
 
@@ -85,17 +86,22 @@ class Params:
     sequence: SequenceParams | None
 
 
+_PLAIN = Params(horizon=1, binary_output=False, sequence=None)  # a request without parameters
+
+
 def request_params(parameters: Mapping[str, Any] | None) -> Params:
     """The request's parameters, checked; an unknown one is refused (a misspelt horizon
     must not silently become the default)."""
-    given = dict(parameters or {})
-    for key in given:
-        if key not in _KNOWN and key not in _IGNORED:
-            raise InputError(
-                "unknown_field",
-                f"unknown parameter {shown(key)!r}; seqcast takes {', '.join(_KNOWN)}",
-                f"parameters.{shown(key)}",
-            )
+    if not parameters:
+        return _PLAIN
+    given = parameters
+    if not given.keys() <= _ALLOWED:
+        key = next(k for k in given if k not in _ALLOWED)
+        raise InputError(
+            "unknown_field",
+            f"unknown parameter {shown(key)!r}; seqcast takes {', '.join(_KNOWN)}",
+            f"parameters.{shown(key)}",
+        )
     horizon = _whole(given, "horizon", 1, 1)
     binary = _flag(given, "binary_data_output")
     start, end = _flag(given, "sequence_start"), _flag(given, "sequence_end")
@@ -234,18 +240,33 @@ def series_inputs(
     return out
 
 
-def output_tensors(outputs: Sequence[SeriesOutput], which: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named outputs of a request's series, each stacked over the batch."""
-    if len(outputs) == 1:  # the common case: views, no copies
+def output_tensors(
+    outputs: Sequence[SeriesOutput], chosen: Sequence[tuple[str, bool]]
+) -> list[OutputTensor]:
+    """The chosen outputs of a request's series, each over the batch, as encode takes them."""
+    if len(outputs) == 1:  # the common case: the arrays as they are, a batch of 1 in shape
         (out,) = outputs
         one = {"forecast": out.forecast, "predictions": out.predictions, "h": out.h, "c": out.c}
-        return {name: array[None] for name in which if (array := one[name]) is not None}
-    stacked = {}
-    for name in which:
+        return one_series(one, chosen)
+    found: list[OutputTensor] = []
+    for name, binary in chosen:
         parts = [getattr(out, name) for out in outputs]
         if parts[0] is not None:
-            stacked[name] = np.stack(parts)
-    return stacked
+            stacked = np.stack(parts)
+            found.append((name, stacked, stacked.shape, binary))
+    return found
+
+
+def one_series(
+    arrays: Mapping[str, np.ndarray | None], chosen: Sequence[tuple[str, bool]]
+) -> list[OutputTensor]:
+    """One series' outputs, shaped as a batch of 1 (no copies, no views)."""
+    found: list[OutputTensor] = []
+    for name, binary in chosen:
+        array = arrays[name]
+        if array is not None:
+            found.append((name, array, (1, *array.shape), binary))
+    return found
 
 
 def chosen_outputs(

@@ -28,6 +28,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    TypeAdapter,
     ValidationError,
 )
 
@@ -106,13 +107,49 @@ class InferenceResponse(StrictModel):
 
 # Input parameters other clients send that change nothing here (MLServer's codecs).
 _IGNORED_INPUT_PARAMETERS = frozenset({"content_type"})
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
+_MAX_TENSORS = 16
+# JSON tensor data: strict finite numbers, checked in pydantic's Rust core.
+_DATA = TypeAdapter(TensorData)
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """An output a request asks for, and whether it wants it as binary."""
+
+    name: str
+    binary: bool | None  # None: as the request's binary_data_output says
+
+
+@dataclass(frozen=True, slots=True)
+class TensorIn:
+    """One input as the request's JSON describes it (checked: types and shape). Shared by
+    the requests whose headers are the same bytes: never changed after the parse."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any]
+    data: list[Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The request's JSON, checked against the protocol's types (never changed)."""
+
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: list[TensorIn]
+    outputs: list[Wanted] | None  # the outputs asked for, in order; None: the defaults
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """A request: its JSON part, and each input's data as an array of its shape."""
 
-    request: InferenceRequest
+    request: Request
     tensors: Mapping[str, np.ndarray]  # by input name: float32 or float64, as sent
 
 
@@ -142,7 +179,7 @@ def decode(body: bytes, header_length: bytes | None) -> Decoded:
                 f"Inference-Header-Content-Length is {json_end}, more than the body's {size} bytes",
                 "Inference-Header-Content-Length",
             )
-    request = _parse(body if json_end == size else body[:json_end])
+    request = _parsed(body if json_end == size else body[:json_end], json_end != size)
     tensors: dict[str, np.ndarray] = {}
     at = json_end  # where the next binary tensor starts
     for i, tensor in enumerate(request.inputs):
@@ -164,57 +201,227 @@ def decode(body: bytes, header_length: bytes | None) -> Decoded:
     return Decoded(request, tensors)
 
 
-def _parse(header: bytes) -> InferenceRequest:
+# Parsed headers of binary requests, by their bytes. Such a header holds names, shapes and
+# parameters but no data, so a client streaming one shape sends the very same header
+# every time (tritonclient does): it is parsed once. Bounded in count and in size.
+_HEADERS: dict[bytes, Request] = {}
+_HEADERS_MAX = 256
+_HEADER_MAX_BYTES = 2048
+
+
+def _parsed(header: bytes, binary: bool) -> Request:
+    """The request a JSON header describes; a repeated binary header from the cache."""
+    if not binary or len(header) > _HEADER_MAX_BYTES:
+        return _request(_json(header))
+    request = _HEADERS.get(header)
+    if request is None:
+        request = _request(_json(header))
+        if any(tensor.data is not None for tensor in request.inputs):
+            return request  # data in the JSON: not worth keeping
+        if len(_HEADERS) >= _HEADERS_MAX:
+            del _HEADERS[next(iter(_HEADERS))]  # the oldest
+        _HEADERS[header] = request
+    return request
+
+
+def _json(header: bytes) -> Any:
     if not header or header.isspace():
         raise InputError("invalid_json", "the request body is empty; send an inference request")
     try:
-        parsed: InferenceRequest = InferenceRequest.__pydantic_validator__.validate_json(header)
-    except ValidationError as exc:
-        raise _refusal(exc, header) from None
-    return parsed
+        return orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(
+            "invalid_json",
+            f"the body is not valid JSON ({exc}); the inference request must be a JSON "
+            "object, and NaN and Infinity are not JSON numbers",
+        ) from None
 
 
-def _refusal(exc: ValidationError, header: bytes) -> InputError:
-    """The first pydantic error, naming the input by its name where there is one."""
-    first = exc.errors()[0]
-    loc = [p for p in first["loc"] if p not in ("1", "2", "3")]  # union tags
-    field = ""
-    for part in loc:
-        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-    if first["type"] in ("json_invalid", "json_type"):
-        message = f"{first['msg']}; the inference request must be a JSON object"
-        return InputError("invalid_json", message, None)
-    where = field or "the request"
-    if len(loc) >= 2 and loc[0] == "inputs" and isinstance(loc[1], int):
-        name = _input_name(header, loc[1])
-        if name is not None:
-            where = f"input {shown(name)!r} ({field})"
-    return InputError("invalid_value", f"{where}: {first['msg']}", field or None)
+# The request's JSON checked by hand: measured, pydantic models cost the binary path more
+# than the rest of the decoding (a few microseconds per object). Each object is taken by a
+# fast check of its usual form; anything else gets the careful one, which names the field.
+_SCALARS = frozenset({str, int, float, bool})
 
 
-def _input_name(header: bytes, index: int) -> str | None:
-    """The name of inputs[index] in a request that did not validate (error path only)."""
+def _refuse(field: str, message: str, code: str = "invalid_value") -> InputError:
+    return InputError(code, f"{field}: {message}", field)
+
+
+def _object(value: Any, field: str | None, keys: frozenset[str]) -> dict[str, Any]:
+    """A JSON object with only these keys; `field` None: the request itself."""
+    if not isinstance(value, dict):
+        if field is None:
+            raise InputError("invalid_json", "the inference request must be a JSON object")
+        raise _refuse(field, "must be a JSON object")
+    for key in value:
+        if key not in keys:
+            name = shown(key) if field is None else f"{field}.{shown(key)}"
+            expected = ", ".join(sorted(keys))
+            raise _refuse(name, f"unknown field; expected {expected}", "unknown_field")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _refuse(field, "must be a string")
+    return value
+
+
+def _list(value: Any, field: str, low: int, high: int) -> list[Any]:
+    if not isinstance(value, list):
+        raise _refuse(field, "must be a list")
+    if not low <= len(value) <= high:
+        raise _refuse(field, f"must have {low} to {high} items, not {len(value)}")
+    return value
+
+
+def _scalars(value: Any) -> bool:
+    """A parameters object in its usual form: absent, or names to strings, numbers, flags."""
+    if value is None:
+        return True
+    if type(value) is not dict:
+        return False
+    return _SCALARS.issuperset(map(type, value.values()))  # no generator: measured
+
+
+def _parameters(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _refuse(field, "must be a JSON object")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float):  # bool is an int
+            raise _refuse(f"{field}.{shown(key)}", "must be a string, a number or a boolean")
+    return value
+
+
+def _request(value: Any) -> Request:
+    """The protocol's $inference_request, checked."""
+    top = _object(value, None, _REQUEST_KEYS)
+    request_id = top.get("id")
+    if request_id is not None:
+        _string(request_id, "id")
+    if "inputs" not in top:
+        raise _refuse("inputs", "is required", "missing_field")
+    raw_inputs = _list(top["inputs"], "inputs", 1, _MAX_TENSORS)
+    inputs = [_tensor(item, i) for i, item in enumerate(raw_inputs)]
+    outputs = None
+    if top.get("outputs") is not None:
+        raw_outputs = _list(top["outputs"], "outputs", 0, _MAX_TENSORS)
+        outputs = [_output(item, i) for i, item in enumerate(raw_outputs)]
+    for key in ("model_name", "model_version"):  # some clients repeat the path's; it decides
+        if top.get(key) is not None:
+            _string(top[key], key)
+    return Request(request_id, _parameters(top.get("parameters"), "parameters"), inputs, outputs)
+
+
+def _tensor(item: Any, i: int) -> TensorIn:
+    if type(item) is dict and item.keys() <= _INPUT_KEYS:
+        name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
+        parameters, data = item.get("parameters"), item.get("data")
+        if (
+            type(name) is str
+            and type(datatype) is str
+            and type(shape) is list
+            and len(shape) <= MAX_DIMS
+            and (data is None or type(data) is list)
+            and _scalars(parameters)
+        ):
+            for dim in shape:
+                if type(dim) is not int or dim < 0:
+                    break
+            else:
+                return TensorIn(name, shape, datatype, parameters or {}, data)
+    return _tensor_careful(item, i)
+
+
+def _tensor_careful(raw: Any, i: int) -> TensorIn:
+    field = f"inputs[{i}]"
+    item = _object(raw, field, _INPUT_KEYS)
+    for key in ("name", "shape", "datatype"):
+        if key not in item:
+            raise _refuse(f"{field}.{key}", "is required", "missing_field")
+    shape = _list(item["shape"], f"{field}.shape", 0, MAX_DIMS)
+    for d, dim in enumerate(shape):
+        if isinstance(dim, float) and dim.is_integer():
+            shape[d] = dim = int(dim)  # JSON does not tell 3 from 3.0
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise _refuse(f"{field}.shape[{d}]", "must be a whole number >= 0")
+    data = item.get("data")
+    if data is not None and not isinstance(data, list):
+        raise _refuse(f"{field}.data", "must be a list of numbers")
+    return TensorIn(
+        name=_string(item["name"], f"{field}.name"),
+        shape=shape,
+        datatype=_string(item["datatype"], f"{field}.datatype"),
+        parameters=_parameters(item.get("parameters"), f"{field}.parameters"),
+        data=data,
+    )
+
+
+def _output(raw: Any, i: int) -> Wanted:
+    if type(raw) is dict and raw.keys() <= _OUTPUT_KEYS:
+        name, parameters = raw.get("name"), raw.get("parameters")
+        if type(name) is str and _scalars(parameters):
+            return _wanted(name, parameters or {}, i)
+    field = f"outputs[{i}]"
+    item = _object(raw, field, _OUTPUT_KEYS)
+    if "name" not in item:
+        raise _refuse(f"{field}.name", "is required", "missing_field")
+    name = _string(item["name"], f"{field}.name")
+    return _wanted(name, _parameters(item.get("parameters"), f"{field}.parameters"), i)
+
+
+def _json_data(tensor: TensorIn, i: int) -> np.ndarray:
+    """A JSON input's data as float64, each number strict and finite (pydantic's core)."""
     try:
-        name = orjson.loads(header)["inputs"][index]["name"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        return None
-    return name if isinstance(name, str) else None
+        checked = _DATA.validate_python(tensor.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        index = "".join(f"[{p}]" for p in first["loc"] if isinstance(p, int))
+        field = f"inputs[{i}].data{index}"
+        raise InputError(
+            "invalid_value",
+            f"input {shown(tensor.name)!r} ({field}): {first['msg']}",
+            field,
+        ) from None
+    try:
+        return np.asarray(checked, dtype=np.float64)
+    except ValueError:
+        raise InputError(
+            "invalid_shape",
+            f"input {shown(tensor.name)!r}: data is ragged (nested lists of different lengths)",
+            f"inputs[{i}].data",
+        ) from None
 
 
 def _input_array(
-    tensor: RequestInput, i: int, body: bytes, at: int, size: int, has_header_length: bool
+    tensor: TensorIn, i: int, body: bytes, at: int, size: int, has_header_length: bool
 ) -> tuple[np.ndarray, int]:
     """The input's data shaped as it says, and where the next binary tensor starts."""
-    name = shown(tensor.name)
     dtype = DTYPES.get(tensor.datatype)
     if dtype is None:
         raise InputError(
             "invalid_value",
-            f"input {name!r} has datatype {shown(tensor.datatype)!r}; seqcast takes FP32 or FP64",
+            f"input {shown(tensor.name)!r} has datatype {shown(tensor.datatype)!r}; seqcast "
+            "takes FP32 or FP64",
             f"inputs[{i}].datatype",
         )
-    binary_size = _binary_size(tensor, i)
+    parameters = tensor.parameters
+    binary_size = parameters.get("binary_data_size")
+    if len(parameters) != (binary_size is not None) or type(binary_size) not in (int, type(None)):
+        binary_size = _binary_size(tensor, i)  # other parameters, or not a size: look closer
     count = prod(tensor.shape)
+    if (
+        binary_size is not None
+        and binary_size == count * dtype.itemsize
+        and at + binary_size <= size
+        and tensor.data is None
+        and has_header_length
+    ):  # the usual binary tensor, read in place: the checks below explain any other
+        # A read-only view of the body, shaped in the same call: no copy.
+        return np.ndarray(tensor.shape, dtype, body, at), at + binary_size
+    name = shown(tensor.name)
     if binary_size is None:
         if tensor.data is None:
             raise InputError(
@@ -223,14 +430,7 @@ def _input_array(
                 "the parameter binary_data_size",
                 f"inputs[{i}].data",
             )
-        try:
-            array = np.asarray(tensor.data, dtype=np.float64)
-        except ValueError:
-            raise InputError(
-                "invalid_shape",
-                f"input {name!r}: data is ragged (nested lists of different lengths)",
-                f"inputs[{i}].data",
-            ) from None
+        array = _json_data(tensor, i)
         if array.size != count:
             raise InputError(
                 "invalid_shape",
@@ -266,13 +466,12 @@ def _input_array(
             f"{size - at} bytes of the body are left for it",
             f"inputs[{i}].parameters.binary_data_size",
         )
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=at)  # read-only, no copy
-    return array.reshape(tensor.shape), at + binary_size
+    raise AssertionError("unreachable: the fast path takes every other binary tensor")
 
 
-def _binary_size(tensor: RequestInput, i: int) -> int | None:
+def _binary_size(tensor: TensorIn, i: int) -> int | None:
     size: int | None = None
-    for key, value in (tensor.parameters or {}).items():
+    for key, value in tensor.parameters.items():
         if key == "binary_data_size":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(
@@ -298,67 +497,57 @@ def _binary_size(tensor: RequestInput, i: int) -> int | None:
     return size
 
 
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    """An output a request asks for, and whether it wants it as binary."""
-
-    name: str
-    binary: bool | None  # None: as the request's binary_data_output says
-
-
-def wanted_outputs(request: InferenceRequest) -> list[Wanted] | None:
-    """The outputs asked for, in order; None when the request names none (all of them)."""
-    if request.outputs is None:
-        return None
-    wanted = []
-    for i, output in enumerate(request.outputs):
-        binary: bool | None = None
-        for key, value in (output.parameters or {}).items():
-            if key == "binary_data":
-                if not isinstance(value, bool):
-                    raise InputError(
-                        "invalid_value",
-                        f"output {shown(output.name)!r}: binary_data must be true or false",
-                        f"outputs[{i}].parameters.binary_data",
-                    )
-                binary = value
-            elif key.startswith("shared_memory"):
+def _wanted(name: str, parameters: dict[str, Any], i: int) -> Wanted:
+    """An output asked for, its parameters checked."""
+    binary: bool | None = None
+    for key, value in parameters.items():
+        if key == "binary_data":
+            if not isinstance(value, bool):
                 raise InputError(
                     "invalid_value",
-                    "shared memory is not supported: outputs come in the body",
-                    f"outputs[{i}].parameters.{key}",
+                    f"output {shown(name)!r}: binary_data must be true or false",
+                    f"outputs[{i}].parameters.binary_data",
                 )
-            elif key == "classification":
-                raise InputError(
-                    "invalid_value",
-                    "the classification extension is not supported: outputs are forecasts",
-                    f"outputs[{i}].parameters.classification",
-                )
-            else:
-                raise InputError(
-                    "unknown_field",
-                    f"output {shown(output.name)!r}: unknown parameter {shown(key)!r}; outputs "
-                    "take binary_data",
-                    f"outputs[{i}].parameters.{shown(key)}",
-                )
-        wanted.append(Wanted(output.name, binary))
-    return wanted
+            binary = value
+        elif key.startswith("shared_memory"):
+            raise InputError(
+                "invalid_value",
+                "shared memory is not supported: outputs come in the body",
+                f"outputs[{i}].parameters.{key}",
+            )
+        elif key == "classification":
+            raise InputError(
+                "invalid_value",
+                "the classification extension is not supported: outputs are forecasts",
+                f"outputs[{i}].parameters.classification",
+            )
+        else:
+            raise InputError(
+                "unknown_field",
+                f"output {shown(name)!r}: unknown parameter {shown(key)!r}; outputs take "
+                "binary_data",
+                f"outputs[{i}].parameters.{shown(key)}",
+            )
+    return Wanted(name, binary)
 
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def encode(
-    head: dict[str, Any], outputs: Sequence[tuple[str, np.ndarray, bool]]
-) -> tuple[bytes, int | None]:
+# An output to answer: its name, its numbers (any shape of that size), its shape, and
+# whether it goes as binary.
+OutputTensor = tuple[str, np.ndarray, tuple[int, ...], bool]
+
+
+def encode(head: dict[str, Any], outputs: Sequence[OutputTensor]) -> tuple[bytes, int | None]:
     """The answer body for `head` (model_name, model_version, id, parameters) and the
-    outputs (name, float32 array, as binary): the JSON alone, or the JSON followed by the
-    binary outputs with the JSON's length (for Inference-Header-Content-Length)."""
+    outputs: the JSON alone, or the JSON followed by the binary outputs with the JSON's
+    length (for Inference-Header-Content-Length)."""
     described = []
     chunks: list[Any] = []
-    for name, array, binary in outputs:
+    for name, array, shape, binary in outputs:
         data = np.ascontiguousarray(array, dtype="<f4")
-        item: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPE, "shape": data.shape}
+        item: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPE, "shape": shape}
         if binary:
             item["parameters"] = {"binary_data_size": data.nbytes}
             chunks.append(data)  # a buffer: joined below without another copy

@@ -26,6 +26,7 @@ from service.oip.model import (
     Params,
     check_input_names,
     chosen_outputs,
+    one_series,
     output_tensors,
     request_params,
     series_inputs,
@@ -38,9 +39,9 @@ from service.oip.tensors import (
     Decoded,
     InferenceRequest,
     InferenceResponse,
+    OutputTensor,
     decode,
     encode,
-    wanted_outputs,
 )
 from service.repository import LoadedModel
 from service.sessions.manager import OffsetConflict
@@ -149,7 +150,6 @@ async def infer(call: Call) -> Answer:
     decoded = decode(call.body, call.headers.get(HEADER_LENGTH))
     request = decoded.request
     params = request_params(request.parameters)
-    wanted = wanted_outputs(request)
     model = state.find_model(name, version)
     check_input_names(decoded.tensors, model)
     head: dict[str, Any]
@@ -157,16 +157,16 @@ async def infer(call: Call) -> Answer:
     if params.sequence is None:
         inputs = series_inputs(decoded.tensors, model, state.limits, params.horizon)
         outputs = await state.runner.run(model, inputs)
-        chosen = chosen_outputs(wanted, model, params.binary_output)
-        tensors = output_tensors(outputs, [n for n, _ in chosen])
+        chosen = chosen_outputs(request.outputs, model, params.binary_output)
+        tensors = output_tensors(outputs, chosen)
         head = {"model_name": model.name, "model_version": str(model.version)}
     else:
-        model, head, tensors, chosen = await _sequence_step(call, decoded, model, params)
+        head, tensors = await _sequence_step(call, decoded, model, params)
         if head["parameters"]["replayed"]:
             headers = (("Seqcast-Replayed", "true"),)
     if request.id is not None:
         head["id"] = request.id
-    body, json_length = encode(head, [(n, tensors[n], binary) for n, binary in chosen])
+    body, json_length = encode(head, tensors)
     if json_length is None:
         return Answer(body, headers=headers)
     headers += (("Inference-Header-Content-Length", str(json_length)),)
@@ -175,7 +175,7 @@ async def infer(call: Call) -> Answer:
 
 async def _sequence_step(
     call: Call, decoded: Decoded, model: LoadedModel, params: Params
-) -> tuple[LoadedModel, dict[str, Any], dict[str, np.ndarray], list[tuple[str, bool]]]:
+) -> tuple[dict[str, Any], list[OutputTensor]]:
     state = call.state
     sequence = params.sequence
     assert sequence is not None
@@ -218,8 +218,7 @@ async def _sequence_step(
         "h": result.h,
         "c": result.c,
     }
-    chosen = chosen_outputs(wanted_outputs(decoded.request), ran, params.binary_output)
-    stacked = {n: array[None] for n, _ in chosen if (array := one[n]) is not None}
+    chosen = chosen_outputs(decoded.request.outputs, ran, params.binary_output)
     head = {
         "model_name": result.model,
         "model_version": str(result.version),
@@ -229,7 +228,7 @@ async def _sequence_step(
             "replayed": result.replayed,
         },
     }
-    return ran, head, stacked, chosen
+    return head, one_series(one, chosen)
 
 
 def _infer_routes() -> list[BodyRoute]:
