@@ -637,3 +637,46 @@ def test_v2_is_not_in_the_openapi_document(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert paths
     assert not [p for p in paths if p.startswith("/v2")]
+
+
+def test_a_repeated_binary_header_is_parsed_once_and_its_data_read_each_time(
+    client: TestClient,
+) -> None:
+    """Two requests whose headers are the same bytes (the cache's key) but whose binary
+    tensors differ get the answers of their own values."""
+    answers = []
+    for seed in (1, 2):
+        values = values_for(1, 6, 1, seed=seed)
+        body, headers = binary_body({"values": values}, {"horizon": 2})
+        _, got = outputs_of(client.post("/v2/models/tiny-rnn/infer", content=body, headers=headers))
+        expected = v1_answer(client, "tiny-rnn", values, 2, None)
+        np.testing.assert_allclose(
+            got["forecast"][0, :, 0], expected["series"][0]["forecast"], 1e-6
+        )
+        answers.append(got["forecast"])
+    assert not np.array_equal(answers[0], answers[1])
+
+
+def test_the_header_cache_is_bounded_and_keeps_no_json_data() -> None:
+    from service.oip import tensors
+
+    values = np.ones((1, 3), np.float32)
+    for n in range(tensors._HEADERS_MAX + 20):
+        body, headers = binary_body({"values": values}, {"horizon": n + 1})
+        length = headers["Inference-Header-Content-Length"].encode()
+        tensors.decode(body, length)
+        assert len(tensors._HEADERS) <= tensors._HEADERS_MAX
+    mixed = {
+        "inputs": [
+            {
+                "name": "values",
+                "shape": [1, 3],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 12},
+            },
+            {"name": "h", "shape": [1, 1, 2], "datatype": "FP32", "data": [0.5, 0.5]},
+        ]
+    }
+    raw = json.dumps(mixed).encode()
+    tensors.decode(raw + values.tobytes(), str(len(raw)).encode())
+    assert raw not in tensors._HEADERS
