@@ -209,7 +209,8 @@ def wrk(
     line = next(x for x in out.stdout.splitlines() if x.startswith("BENCH "))
     result: dict[str, Any] = json.loads(line[len("BENCH ") :])
     result["rps"] = result["requests"] / result["seconds"]
-    result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / result["requests"] * 1e6
+    answered = max(1, result["requests"])  # a warm-up on a starved machine may see none
+    result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / answered * 1e6
     return result
 
 
@@ -356,6 +357,16 @@ def main() -> int:
                 base = oip_base.get(kind)
                 row += f" {mean[kind] / mean[base]:.2f}x |" if base else " |"
             print(row)
+    for connections, runs in results["runs"].items():
+        for kind, base in oip_base.items():
+            # Rounds run each target once, one after the other: a ratio per round shares
+            # the machine's load of that moment, and their median resists a noisy round.
+            ratios = [a["rps"] / b["rps"] for a, b in zip(runs[kind], runs[base], strict=True)]
+            shown = ", ".join(f"{r:.2f}" for r in ratios)
+            print(
+                f"c={connections} {kind} ÷ {base}: per round {shown}; "
+                f"median {statistics.median(ratios):.2f}x"
+            )
     for label, micros in decode_times.items():
         print(f"decode {label}: {micros:.1f} µs (service.oip.tensors.decode, in this process)")
     if args.json:
