@@ -26,7 +26,8 @@ import numpy as np
 from service.api.schemas import H_LIMIT
 from service.inference import SeriesInput, SeriesOutput
 from service.inputs import InputError, Limits, check_horizon, rows_array, shown, state_rows
-from service.oip.tensors import OutputTensor, Wanted
+from service.oip.header import Wanted
+from service.oip.tensors import OutputTensor
 from service.repository import LoadedModel
 
 PLATFORM = "onnx_onnxv1"  # the protocol's name for an ONNX model on ONNX Runtime

@@ -658,14 +658,14 @@ def test_a_repeated_binary_header_is_parsed_once_and_its_data_read_each_time(
 
 
 def test_the_header_cache_is_bounded_and_keeps_no_json_data() -> None:
-    from service.oip import tensors
+    from service.oip import header, tensors
 
     values = np.ones((1, 3), np.float32)
-    for n in range(tensors._HEADERS_MAX + 20):
+    for n in range(header._HEADERS_MAX + 20):
         body, headers = binary_body({"values": values}, {"horizon": n + 1})
         length = headers["Inference-Header-Content-Length"].encode()
         tensors.decode(body, length)
-        assert len(tensors._HEADERS) <= tensors._HEADERS_MAX
+        assert len(header._HEADERS) <= header._HEADERS_MAX
     mixed = {
         "inputs": [
             {
@@ -679,4 +679,4 @@ def test_the_header_cache_is_bounded_and_keeps_no_json_data() -> None:
     }
     raw = json.dumps(mixed).encode()
     tensors.decode(raw + values.tobytes(), str(len(raw)).encode())
-    assert raw not in tensors._HEADERS
+    assert raw not in header._HEADERS

@@ -33,16 +33,9 @@ from service.oip.model import (
     tensor_metadata,
     values_batch,
 )
+from service.oip.schemas import InferenceRequest, InferenceResponse
 from service.oip.sequences import shown_id, step
-from service.oip.tensors import (
-    HEADER_LENGTH,
-    Decoded,
-    InferenceRequest,
-    InferenceResponse,
-    OutputTensor,
-    decode,
-    encode,
-)
+from service.oip.tensors import HEADER_LENGTH, Decoded, OutputTensor, decode, encode
 from service.repository import LoadedModel
 from service.sessions.manager import OffsetConflict
 from service.sessions.store import SessionExists

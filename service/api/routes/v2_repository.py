@@ -29,7 +29,7 @@ from service.api.routes.admin import AdminDep, report_json
 from service.api.schemas import StrictModel
 from service.api.state import AppState
 from service.inputs import shown
-from service.oip.tensors import Parameters
+from service.oip.schemas import Parameters
 from service.reload import ReloadReport
 from service.repository import LoadFailure, ModelRepository, VersionDir, scan
 from service.settings import Settings
