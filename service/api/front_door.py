@@ -60,8 +60,13 @@ _JSON = (b"content-type", b"application/json")
 _OIP_MEDIA = frozenset({None, b"application/octet-stream"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _PREFLIGHT = b"access-control-request-method"
-_CORS_ALLOW_HEADERS = b"authorization, content-type, x-api-key, x-request-id"
-_CORS_EXPOSE_HEADERS = b"x-request-id, seqcast-replayed, retry-after, location"
+# Inference-Header-Content-Length: the Open Inference Protocol's binary bodies (/v2).
+_CORS_ALLOW_HEADERS = (
+    b"authorization, content-type, x-api-key, x-request-id, inference-header-content-length"
+)
+_CORS_EXPOSE_HEADERS = (
+    b"x-request-id, seqcast-replayed, retry-after, location, inference-header-content-length"
+)
 
 
 class RequestObserver(Protocol):

@@ -680,3 +680,35 @@ def test_the_header_cache_is_bounded_and_keeps_no_json_data() -> None:
     raw = json.dumps(mixed).encode()
     tensors.decode(raw + values.tobytes(), str(len(raw)).encode())
     assert raw not in header._HEADERS
+
+
+def test_a_listed_browser_origin_may_send_and_read_binary_tensors(make_client: MakeClient) -> None:
+    origin = "https://app.example"
+    with make_client(allowed_origins=origin) as c:
+        preflight = c.options(
+            "/v2/models/tiny-gru/infer",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "inference-header-content-length",
+            },
+        )
+        assert preflight.status_code == 204
+        allowed = preflight.headers["access-control-allow-headers"]
+        assert "inference-header-content-length" in allowed
+        body, headers = binary_body(
+            {"values": np.ones((1, 3), np.float32)}, {"binary_data_output": True}
+        )
+        answer = c.post(
+            "/v2/models/tiny-gru/infer", content=body, headers={**headers, "Origin": origin}
+        )
+        assert answer.status_code == 200
+        exposed = answer.headers["access-control-expose-headers"]
+        assert "inference-header-content-length" in exposed
+        other = c.post(
+            "/v2/models/tiny-gru/infer",
+            content=body,
+            headers={**headers, "Origin": "https://elsewhere.example"},
+        )
+        assert other.status_code == 403
+        assert "SEQCAST_ALLOWED_ORIGINS" in other.json()["error"]
