@@ -8,7 +8,6 @@ naming the field at fault, which each protocol renders in its own shape.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -185,23 +184,16 @@ def rows_array(array: np.ndarray, model: LoadedModel, limits: Limits, field: str
         )
     if array.shape[0] == 0:
         raise InputError("invalid_value", f"{field} has no values; send at least one", field)
-    if model.scale_is_safe:  # any finite float32 scales safely: finiteness is enough
-        return finite_float32(array, field)
     wide, peak = _finite(array, field, F32_MAX)
-    return wide if peak <= model.safe_abs else _scalable(wide, model, field)
+    if model.scale_is_safe or peak <= model.safe_abs:
+        return wide
+    return _scalable(wide, model, field)
 
 
 def finite_float32(array: np.ndarray, field: str, bound: float = np.inf) -> np.ndarray:
     """A decoded array as float32, refused unless every number is finite in float32 (what
     JSON bodies are held to) and, when given, within ±bound."""
-    if bound < F32_MAX:
-        return _finite(array, field, bound)[0]
-    wide = _as_float32(array)
-    # One reduction: a NaN or an infinity anywhere makes the sum so, and a float64 sum of
-    # finite float32 numbers cannot overflow.
-    if math.isfinite(wide.sum(dtype=np.float64)):
-        return wide
-    return _finite(array, field, F32_MAX)[0]  # raises, naming the first bad number
+    return _finite(array, field, min(bound, F32_MAX))[0]
 
 
 def _as_float32(array: np.ndarray) -> np.ndarray:
@@ -213,7 +205,9 @@ def _as_float32(array: np.ndarray) -> np.ndarray:
 
 def _finite(array: np.ndarray, field: str, limit: float) -> tuple[np.ndarray, float]:
     """(the array as float32, its largest magnitude), or the refusal of its first number
-    that is not finite in float32 or beyond ±limit."""
+    that is not finite in float32 or beyond ±limit. One reduction over the magnitudes,
+    which carries a NaN or an infinity to the comparison (and warns of neither, where a
+    sum would warn of inf - inf)."""
     wide = _as_float32(array)
     if wide.size == 0:
         return wide, 0.0
