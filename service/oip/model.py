@@ -31,7 +31,6 @@ from service.oip.tensors import OutputTensor
 from service.repository import LoadedModel
 
 PLATFORM = "onnx_onnxv1"  # the protocol's name for an ONNX model on ONNX Runtime
-INPUTS = ("values", "h", "c")
 DEFAULT_OUTPUTS = ("forecast", "h", "c")  # predictions only when asked for
 # Request parameters that change nothing here: tritonclient's priority and timeout.
 _IGNORED = frozenset({"priority", "timeout"})
@@ -192,7 +191,7 @@ def values_batch(values: np.ndarray, model: LoadedModel) -> np.ndarray:
     if values.ndim == 3:
         return values
     if values.ndim in (1, 2) and n_features == 1:
-        return values.reshape((1, -1, 1) if values.ndim == 1 else (*values.shape, 1))
+        return values.reshape((1, *values.shape, 1) if values.ndim == 1 else (*values.shape, 1))
     raise InputError(
         "invalid_shape",
         f"values must be [batch, time, {n_features}] for model {model.name!r} "
