@@ -15,6 +15,12 @@ server's.
     .venv/bin/python -m bench.predict_bench --variant SEQCAST_METRICS=false  # same code, a setting
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
     .venv/bin/python -m bench.predict_bench --serve --against 85b8e62   # as `seqcast serve`
+    .venv/bin/python -m bench.predict_bench --oip 20 1000 --no-baseline --concurrency 16
+
+`--oip N ...`: on the same seqcast server, beside /v1 predict of the same N values (and
+state), the Open Inference Protocol's /v2 infer with binary tensors and with JSON
+tensors, as tritonclient sends them; the table adds each /v2 rate divided by /v1's, and
+the time service.oip.tensors.decode takes for each body in this process.
 
 On a machine shared with other work, use `--sched fifo` (root): see SCHED below.
 """
@@ -51,7 +57,8 @@ _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer BENCH_KEY"
-wrk.body = io.open(os.getenv("BENCH_BODY_FILE")):read("*a")
+EXTRA_HEADERS
+wrk.body = io.open(os.getenv("BENCH_BODY_FILE"), "rb"):read("*a")
 done = function(summary, latency, requests)
   io.write(string.format('BENCH {"requests": %d, "errors": %d, "non2xx": %d, '
     .. '"seconds": %.3f, "p50_us": %d, "p99_us": %d}\\n',
@@ -115,9 +122,9 @@ def start(
     raise RuntimeError(f"{kind} server did not start within 60 s")
 
 
-def request_body(url: str, name: str) -> bytes:
-    """One series of 20 values with the state a previous call returned."""
-    values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(20)]
+def request_body(url: str, name: str, n: int = 20) -> bytes:
+    """One series of `n` values with the state a previous call returned."""
+    values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(n)]
     first = json.dumps({"series": [{"values": values}]}).encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
     req = urllib.request.Request(f"{url}/v1/models/{name}/predict", first, headers)
@@ -128,13 +135,71 @@ def request_body(url: str, name: str) -> bytes:
     ).encode()
 
 
+def lua_script(headers: dict[str, str] | None = None) -> str:
+    """The wrk script: POST the body file with the bench key and these headers."""
+    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
+    return _LUA.replace("BENCH_KEY", BENCH_KEY).replace("EXTRA_HEADERS", extra)
+
+
+def oip_bodies(v1_body: bytes) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """/v2 infer bodies with the values and state of a /v1 predict body, as tritonclient
+    sends them (outputs forecast, h, c): binary tensors, and JSON tensors."""
+    import numpy as np
+
+    series = json.loads(v1_body)["series"][0]
+    values = np.array(series["values"], np.float32)[None]  # (1, T)
+    inputs = {"values": values, "h": np.array([series["state"]["h"]], np.float32)}
+    if "c" in series["state"]:
+        inputs["c"] = np.array([series["state"]["c"]], np.float32)
+    names = ["forecast", "h", *(["c"] if "c" in inputs else [])]
+
+    def describe(name: str, array: Any, binary: bool) -> dict[str, Any]:
+        tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": "FP32"}
+        if binary:
+            tensor["parameters"] = {"binary_data_size": array.nbytes}
+        else:
+            tensor["data"] = array.ravel().tolist()
+        return tensor
+
+    bodies = {}
+    for binary in (True, False):
+        header = {
+            "inputs": [describe(n, a, binary) for n, a in inputs.items()],
+            "outputs": [{"name": n, "parameters": {"binary_data": binary}} for n in names],
+        }
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        if binary:
+            body = raw + b"".join(a.tobytes() for a in inputs.values())
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(raw)),
+            }
+            bodies["v2-binary"] = (body, headers)
+        else:
+            bodies["v2-json"] = (raw, {})
+    return bodies
+
+
+def decode_us(body: bytes, headers: dict[str, str]) -> float:
+    """Microseconds service.oip.tensors.decode takes for this body here (best of 5)."""
+    import timeit
+
+    from service.oip.tensors import decode
+
+    length = headers.get("Inference-Header-Content-Length")
+    header = length.encode() if length is not None else None
+    timer = timeit.Timer(lambda: decode(body, header))
+    number, _ = timer.autorange()
+    return min(timer.repeat(5, number)) / number * 1e6
+
+
 def wrk(
-    url: str, pid: int, name: str, connections: int, seconds: int, lua: Path, body: Path
+    url: str, pid: int, path: str, connections: int, seconds: int, lua: Path, body: Path
 ) -> dict[str, Any]:
     """One wrk run against one server; requests/s, latency and server CPU per request."""
     cmd = [
         *PREFIX, "taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-        "--timeout", "5s", "-s", str(lua), f"{url}/v1/models/{name}/predict",
+        "--timeout", "5s", "-s", str(lua), f"{url}{path}",
     ]  # fmt: skip
     cpu_before = cpu_seconds(pid)
     out = subprocess.run(
@@ -144,7 +209,8 @@ def wrk(
     line = next(x for x in out.stdout.splitlines() if x.startswith("BENCH "))
     result: dict[str, Any] = json.loads(line[len("BENCH ") :])
     result["rps"] = result["requests"] / result["seconds"]
-    result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / result["requests"] * 1e6
+    answered = max(1, result["requests"])  # a warm-up on a starved machine may see none
+    result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / answered * 1e6
     return result
 
 
@@ -170,6 +236,13 @@ def main() -> int:
     parser.add_argument(
         "--serve", action="store_true", help="start seqcast by `seqcast serve`, not uvicorn"
     )
+    parser.add_argument(
+        "--oip",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="also /v2 infer (binary, JSON) beside /v1 predict of N values, same server",
+    )
     args = parser.parse_args()
     PREFIX[:] = SCHED[args.sched]
 
@@ -177,7 +250,7 @@ def main() -> int:
         workdir = Path(tmp)
         repo, name = pick_model(workdir)
         lua = workdir / "post.lua"
-        lua.write_text(_LUA.replace("BENCH_KEY", BENCH_KEY))
+        lua.write_text(lua_script())
         servers = {
             "seqcast": start(
                 "seqcast", repo, name, free_port(), stack, keys=args.api_key, serve=args.serve
@@ -204,20 +277,44 @@ def main() -> int:
             servers["baseline"] = start("baseline", repo, name, free_port(), stack)
         body = workdir / "body.json"
         body.write_bytes(request_body(servers["seqcast"][0], name))
+        predict = f"/v1/models/{name}/predict"
+        # What each run hits: kind -> (url, server pid, path, wrk script, body file).
+        targets = {kind: (url, pid, predict, lua, body) for kind, (url, pid) in servers.items()}
+        # The /v1 run each /v2 run is divided by (the same values on the same server).
+        oip_base: dict[str, str] = {}
+        decode_times: dict[str, float] = {}
+        url, pid = servers["seqcast"]
+        for n in args.oip or []:
+            v1_body = request_body(url, name, n)
+            v1 = "seqcast" if n == 20 else f"v1/{n}"
+            if v1 != "seqcast":
+                (workdir / f"v1-{n}.json").write_bytes(v1_body)
+                targets[v1] = (url, pid, predict, lua, workdir / f"v1-{n}.json")
+            for kind, (oip_body, headers) in oip_bodies(v1_body).items():
+                label = f"{kind}/{n}"
+                (workdir / f"{kind}-{n}.body").write_bytes(oip_body)
+                (workdir / f"{kind}-{n}.lua").write_text(lua_script(headers))
+                path = f"/v2/models/{name}/infer"
+                targets[label] = (
+                    url, pid, path, workdir / f"{kind}-{n}.lua", workdir / f"{kind}-{n}.body"
+                )  # fmt: skip
+                oip_base[label] = v1
+                decode_times[label] = decode_us(oip_body, headers)
         load = os.getloadavg()[0]
         results: dict[str, Any] = {"model": name, "load_before": load, "runs": {}}
         results["sched"] = {k: os.sched_getscheduler(pid) for k, (_, pid) in servers.items()}
+        results["decode_us"] = decode_times
         for connections in args.concurrency:
-            for url, pid in servers.values():
-                wrk(url, pid, name, connections, args.warmup, lua, body)
-            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in servers}
-            order = list(servers)
+            for url, pid, path, script, data in targets.values():
+                wrk(url, pid, path, connections, args.warmup, script, data)
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in targets}
+            order = list(targets)
             for round_ in range(args.rounds):
-                # Each round starts with the next server, so none always runs first.
+                # Each round starts with the next target, so none always runs first.
                 shift = round_ % len(order)
                 for kind in order[shift:] + order[:shift]:
-                    url, pid = servers[kind]
-                    r = wrk(url, pid, name, connections, args.duration, lua, body)
+                    url, pid, path, script, data = targets[kind]
+                    r = wrk(url, pid, path, connections, args.duration, script, data)
                     if r["errors"] or r["non2xx"]:
                         raise RuntimeError(f"{kind} had failed requests: {r}")
                     runs[kind].append(r)
@@ -236,13 +333,17 @@ def main() -> int:
         print(f"before = seqcast at {args.against}; seqcast API keys: {args.api_key}")
     if args.variant:
         print(f"variant = this seqcast with {' '.join(args.variant)}; API keys: {args.api_key}")
+    if args.oip:
+        print("v2-*/N: /v2 infer of N values on the seqcast server; v1/N: /v1 predict of them "
+              "(N = 20 is the seqcast row)")  # fmt: skip
     print(f"model {results['model']}; load average {results['load_before']:.2f} before, "
           f"{results['load_after']:.2f} after")  # fmt: skip
+    oip_column = " /v2 ÷ /v1, same values |" if args.oip else ""
     print(
         "| concurrency | server | requests/s | p50 ms | p99 ms | CPU µs/request "
-        "| seqcast ÷ this (req/s) |"
+        "| seqcast ÷ this (req/s) |" + oip_column
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if args.oip else ""))
     for connections, runs in results["runs"].items():
         mean = {k: statistics.mean(r["rps"] for r in v) for k, v in runs.items()}
         for kind, rs in runs.items():
@@ -250,10 +351,24 @@ def main() -> int:
             p99 = statistics.median(r["p99_us"] for r in rs) / 1000
             cpu = statistics.mean(r["cpu_us_per_request"] for r in rs)
             ratio = f"{mean['seqcast'] / mean[kind]:.2f}x" if kind != "seqcast" else ""
+            row = f"| {connections} | {kind} | {mean[kind]:.0f} | {p50:.2f} | {p99:.2f} "
+            row += f"| {cpu:.0f} | {ratio} |"
+            if args.oip:
+                base = oip_base.get(kind)
+                row += f" {mean[kind] / mean[base]:.2f}x |" if base else " |"
+            print(row)
+    for connections, runs in results["runs"].items():
+        for kind, base in oip_base.items():
+            # Rounds run each target once, one after the other: a ratio per round shares
+            # the machine's load of that moment, and their median resists a noisy round.
+            ratios = [a["rps"] / b["rps"] for a, b in zip(runs[kind], runs[base], strict=True)]
+            shown = ", ".join(f"{r:.2f}" for r in ratios)
             print(
-                f"| {connections} | {kind} | {mean[kind]:.0f} | {p50:.2f} | {p99:.2f} "
-                f"| {cpu:.0f} | {ratio} |"
+                f"c={connections} {kind} ÷ {base}: per round {shown}; "
+                f"median {statistics.median(ratios):.2f}x"
             )
+    for label, micros in decode_times.items():
+        print(f"decode {label}: {micros:.1f} µs (service.oip.tensors.decode, in this process)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -24,6 +24,7 @@ from service.api.paths import STATIC_PREFIX
 from service.api.routes import BODY_ROUTES, api_router
 from service.api.routes.admin import admin_router
 from service.api.routes.docs import openapi_router
+from service.api.routes.v2_repository import repository_router
 from service.api.state import AppState, lifespan_state
 from service.malloc import fix_malloc_thresholds
 from service.providers import resolve_providers
@@ -119,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     app.include_router(api_router)
     if admin is not None:
         app.include_router(admin)
+    oip_repository = repository_router(settings)  # /v2/repository: with the admin keys too
+    if oip_repository is not None:
+        app.include_router(oip_repository)
     add_body_routes(app.router, BODY_ROUTES)
     app.include_router(openapi_router(OpenApiDocument(app, settings, keys=keys.enabled)))
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")

@@ -146,12 +146,17 @@ def check_horizon(horizon: int, model: LoadedModel, limits: Limits, field: str) 
 
 
 def values_array(
-    values: Sequence[float] | Sequence[Sequence[float]],
+    values: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
     model: LoadedModel,
     limits: Limits,
     field: str,
 ) -> np.ndarray:
-    """(time, features) float32 in original units, safe to scale for this model."""
+    """(time, features) float32 in original units, safe to scale for this model.
+
+    `values` is what a JSON body gave (numbers or rows), or an array some protocol decoded
+    (rows_array checks it)."""
+    if isinstance(values, np.ndarray):
+        return rows_array(values, model, limits, field)
     n_features = model.client_inputs
     if len(values) > limits.max_values:
         raise InputError(
@@ -189,6 +194,67 @@ def values_array(
             f"{field}[{bad}]",
         )
     return _scalable(array, model, field)
+
+
+def rows_array(array: np.ndarray, model: LoadedModel, limits: Limits, field: str) -> np.ndarray:
+    """An array of one series' values, decoded by a protocol (not yet checked): (time,
+    features) float32 or float64 in original units. The same rules as values_array: the
+    length limit, the feature count, finite numbers within float32, safe to scale."""
+    n_features = model.client_inputs
+    if array.ndim != 2 or array.shape[1] != n_features:
+        raise InputError(
+            "invalid_shape",
+            f"{field} must be [time, {n_features}] ({', '.join(model.manifest.features)}) "
+            f"for model {model.name!r}, got {list(array.shape)}",
+            field,
+        )
+    if array.shape[0] > limits.max_values:
+        raise InputError(
+            "limit_exceeded",
+            f"{field} has {array.shape[0]} values, over the limit "
+            f"max_values_per_series={limits.max_values}",
+            field,
+        )
+    if array.shape[0] == 0:
+        raise InputError("invalid_value", f"{field} has no values; send at least one", field)
+    wide, peak = _finite(array, field, F32_MAX)
+    if model.scale_is_safe or peak <= model.safe_abs:
+        return wide
+    return _scalable(wide, model, field)
+
+
+def finite_float32(array: np.ndarray, field: str, bound: float = np.inf) -> np.ndarray:
+    """A decoded array as float32, refused unless every number is finite in float32 (what
+    JSON bodies are held to) and, when given, within ±bound."""
+    return _finite(array, field, min(bound, F32_MAX))[0]
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.float32:
+        return array
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused by the caller
+        return array.astype(np.float32)
+
+
+def _finite(array: np.ndarray, field: str, limit: float) -> tuple[np.ndarray, float]:
+    """(the array as float32, its largest magnitude), or the refusal of its first number
+    that is not finite in float32 or beyond ±limit. One reduction over the magnitudes,
+    which carries a NaN or an infinity to the comparison (and warns of neither, where a
+    sum would warn of inf - inf)."""
+    wide = _as_float32(array)
+    if wide.size == 0:
+        return wide, 0.0
+    peak = float(np.abs(wide).max())
+    if peak <= limit:  # False for NaN (abs and max carry it) and inf
+        return wide, peak
+    where = [int(i) for i in np.argwhere(~(np.abs(wide) <= limit))[0]]
+    index = "".join(f"[{i}]" for i in where)
+    within = f" within ±{limit:g}" if limit < F32_MAX else ""
+    raise InputError(
+        "invalid_value",
+        f"{field}{index}: {float(array[tuple(where)])!r} is not a finite float32 number{within}",
+        f"{field}{index}",
+    )
 
 
 def state_arrays(
@@ -327,6 +393,51 @@ def check_intervals(
             f"{len(calibrated.widths)} step(s); horizon is {horizon}",
             field,
         )
+
+
+def state_rows(
+    h: np.ndarray | None,
+    c: np.ndarray | None,
+    model: LoadedModel,
+    batch: int,
+    h_bound: float,
+    fields: tuple[str, str] = ("h", "c"),
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Decoded state arrays for `batch` series, (batch, num_layers, hidden) each, as
+    state_arrays checks a JSON state: this model's shape, `c` exactly for an LSTM, finite
+    float32, each number of h within ±h_bound (a tanh output)."""
+    if h is None and c is None:
+        return None, None
+    h_field, c_field = fields
+    if h is None:
+        raise InputError(
+            "missing_field", f"{h_field} is required with {c_field}: a state is both", h_field
+        )
+    layers, hidden = model.state_shape
+    expected = (batch, layers, hidden)
+    for array, field in ((h, h_field), (c, c_field)):
+        if array is not None and array.shape != expected:
+            raise InputError(
+                "invalid_shape",
+                f"{field} must be [batch, num_layers, hidden] = {list(expected)} for model "
+                f"{model.name!r}, got {list(array.shape)}",
+                field,
+            )
+    if model.manifest.is_lstm and c is None:
+        raise InputError(
+            "missing_field",
+            f"{c_field} is required with {h_field}: {model.name!r} is an LSTM",
+            c_field,
+        )
+    if not model.manifest.is_lstm and c is not None:
+        raise InputError(
+            "unknown_field",
+            f"{c_field} must be absent: {model.name!r} is {model.manifest.architecture.cell}, "
+            "which has no cell state",
+            c_field,
+        )
+    h = finite_float32(h, h_field, h_bound)
+    return h, None if c is None else finite_float32(c, c_field)
 
 
 def shown(text: str, limit: int = 64) -> str:

@@ -41,13 +41,16 @@ class Call:
     params: Mapping[str, Any]  # path parameters, converted
     body: bytes
     owner: str  # name of the API key that sent it ("" when keys are off)
+    # Request headers, lowercase names (a repeated header's last value).
+    headers: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Answer:
-    body: bytes  # JSON
+    body: bytes  # JSON, unless media_type says otherwise
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
+    media_type: bytes | None = None  # None: application/json
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
@@ -68,6 +71,7 @@ class BodyRoute:
     errors: tuple[int, ...] = (404, 413, 415, 422)
     body_required: bool = True
     name: str = field(default="")
+    in_schema: bool = True  # described in /openapi.json (/v2 follows its own protocol's)
 
     @cached_property
     def int_params(self) -> bool:
@@ -146,6 +150,7 @@ def add_body_routes(router: APIRouter, routes: list[BodyRoute]) -> None:
             description=route.summary,
             tags=list(route.tags),
             name=route.name or None,
+            include_in_schema=route.in_schema,
         )
 
 
@@ -163,12 +168,13 @@ def _endpoint(route: BodyRoute) -> Callable[..., Awaitable[Response]]:
     async def endpoint(request: Request, **params: Any) -> Response:
         state = app_state(request.scope)
         body = await read_body(request.receive, state.settings.max_body_bytes)
-        answer = await route.handler(Call(state, params, body, owner_of(request.scope)))
+        headers = dict(request.scope["headers"])
+        answer = await route.handler(Call(state, params, body, owner_of(request.scope), headers))
         return Response(
             answer.body,
             status_code=answer.status,
             headers=dict(answer.headers),
-            media_type="application/json",
+            media_type=(answer.media_type or b"application/json").decode(),
         )
 
     # FastAPI reads the path parameters (and OpenAPI their types) from the signature.

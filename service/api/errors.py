@@ -4,6 +4,10 @@
                "field": "series[0].values[3]"}}
 
 `field` is null when no single field is at fault.
+
+Under /v2 (the Open Inference Protocol) the same errors take that protocol's form,
+`{"error": "<message>"}`, with 400 where seqcast's own API says 422 (service.oip); the
+front door marks those requests (OIP_SCOPE_KEY) and every renderer here follows the mark.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from service.inputs import InputError
 from service.redaction import redact, redacted_path
 from service.runner import Overloaded
 from service.sessions.manager import OffsetConflict, SessionNotFound, VersionGone
-from service.sessions.store import QuotaExceeded, StoreFull, StoreUnavailable
+from service.sessions.store import QuotaExceeded, SessionExists, StoreFull, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+OIP_SCOPE_KEY = "seqcast.oip"  # set by the front door on /v2 requests: errors in OIP's form
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -85,10 +91,22 @@ def error_json(err: ApiError) -> bytes:
     return orjson.dumps({"error": error})
 
 
-def error_response(err: ApiError) -> Response:
-    return Response(
-        error_json(err), status_code=err.status, headers=err.headers, media_type="application/json"
-    )
+def oip_error_json(err: ApiError) -> bytes:
+    """The Open Inference Protocol's error object: the message only."""
+    return orjson.dumps({"error": redact(err.message)})
+
+
+def rendered(err: ApiError, scope: Mapping[str, Any] | None) -> tuple[int, bytes]:
+    """Status and body of an error answer in the form of the request's protocol."""
+    if scope is not None and scope.get(OIP_SCOPE_KEY):
+        # OIP (and Triton) answer a request they cannot take with 400.
+        return (400 if err.status == 422 else err.status), oip_error_json(err)
+    return err.status, error_json(err)
+
+
+def error_response(err: ApiError, scope: Mapping[str, Any] | None = None) -> Response:
+    status, body = rendered(err, scope)
+    return Response(body, status_code=status, headers=err.headers, media_type="application/json")
 
 
 def as_api_error(exc: Exception) -> ApiError | None:
@@ -108,6 +126,8 @@ def as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(429, "quota_exceeded", str(exc), headers={"Retry-After": retry})
     if isinstance(exc, StoreUnavailable):
         return ApiError(503, "session_store_unavailable", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, SessionExists):
+        return ApiError(409, "session_exists", str(exc), "session")
     if isinstance(exc, StoreFull):
         return ApiError(503, "session_store_full", str(exc), headers={"Retry-After": "5"})
     if isinstance(exc, Overloaded):
@@ -156,10 +176,10 @@ def allowed_methods(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error FastAPI, Starlette or seqcast raises through error_response."""
 
-    async def known(_: Request, exc: Exception) -> Response:
+    async def known(request: Request, exc: Exception) -> Response:
         err = as_api_error(exc)
         assert err is not None
-        return error_response(err)
+        return error_response(err, request.scope)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -168,15 +188,16 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names only the first route on the path; list them all.
             headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
-        return error_response(ApiError(exc.status_code, code, str(exc.detail), None, headers))
+        err = ApiError(exc.status_code, code, str(exc.detail), None, headers)
+        return error_response(err, request.scope)
 
-    async def request_validation(_: Request, exc: Exception) -> Response:
+    async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError | ValidationError)
-        return error_response(from_validation_errors(exc.errors()))
+        return error_response(from_validation_errors(exc.errors()), request.scope)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, redacted_path(request.url.path))
-        return error_response(internal_error())
+        return error_response(internal_error(), request.scope)
 
     known_kinds: tuple[type[Exception], ...] = (
         ApiError,
@@ -187,6 +208,7 @@ def install_error_handlers(app: FastAPI) -> None:
         QuotaExceeded,
         StoreUnavailable,
         StoreFull,
+        SessionExists,
         Overloaded,
     )
     for kind in known_kinds:

@@ -9,7 +9,9 @@ In order, for every request before any route:
    headers, and their preflights are answered here);
 3. API keys, when configured: `Authorization: Bearer`, `X-API-Key`, or for browsers
    on the WebSocket the subprotocol `seqcast.key.<key>`; 401 otherwise;
-4. a POST body must be JSON (415) and its declared length within the limit (413);
+4. a POST body must be JSON (415) and its declared length within the limit (413); under
+   /v2 (the Open Inference Protocol) also binary (application/octet-stream) or untyped,
+   as tritonclient sends it, and errors take that protocol's form (service.api.errors);
 5. dispatch: a route with a JSON body (service.api.body_routes) is answered here with
    the one body reader; every other request goes to the FastAPI app.
 
@@ -33,7 +35,14 @@ from starlette.types import Message, Receive, Scope, Send
 from service.api.auth import WS_KEY_PROTOCOL, ApiKeys
 from service.api.body import check_length, limited, read_body
 from service.api.body_routes import BodyRoute, Call, convert_params, declared_routes
-from service.api.errors import ApiError, as_api_error, error_json, internal_error
+from service.api.errors import (
+    OIP_SCOPE_KEY,
+    ApiError,
+    as_api_error,
+    error_json,
+    internal_error,
+    rendered,
+)
 from service.api.paths import exempt_paths
 from service.api.state import OWNER_KEY, app_state, owner_of
 from service.inputs import shown
@@ -46,10 +55,18 @@ access_log = logging.getLogger("seqcast.access")
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _JSON = (b"content-type", b"application/json")
+# What a /v2 POST body may say it is besides JSON: the binary tensor extension's type, or
+# nothing at all (tritonclient's HTTP client sends no Content-Type).
+_OIP_MEDIA = frozenset({None, b"application/octet-stream"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _PREFLIGHT = b"access-control-request-method"
-_CORS_ALLOW_HEADERS = b"authorization, content-type, x-api-key, x-request-id"
-_CORS_EXPOSE_HEADERS = b"x-request-id, seqcast-replayed, retry-after, location"
+# Inference-Header-Content-Length: the Open Inference Protocol's binary bodies (/v2).
+_CORS_ALLOW_HEADERS = (
+    b"authorization, content-type, x-api-key, x-request-id, inference-header-content-length"
+)
+_CORS_EXPOSE_HEADERS = (
+    b"x-request-id, seqcast-replayed, retry-after, location, inference-header-content-length"
+)
 
 
 class RequestObserver(Protocol):
@@ -118,6 +135,8 @@ class FrontDoor:
         if rid is None or not _REQUEST_ID.match(rid):
             rid = b"%s-%x" % (self._id_prefix, next(self._ids))
         token = request_id_var.set(rid.decode())
+        if _is_oip(_route_path(scope)):
+            scope[OIP_SCOPE_KEY] = True
         # The work layers note the model version they run here (service.telemetry.context).
         info = scope[REQUEST_INFO] = RequestInfo()
         info_token = request_info_var.set(info)
@@ -185,7 +204,7 @@ class FrontDoor:
             self._admit(scope, headers, cors)
         except ApiError as err:
             if http:
-                await _send_error(reply, err)
+                await _send_error(reply, err, scope)
             else:
                 await _deny_websocket(scope, receive, reply, err)
             return status
@@ -237,13 +256,23 @@ class FrontDoor:
             if length is not None and not (length.isdigit() and int(length) <= self._limit):
                 check_length(length, self._limit)  # raises the 400 or 413
             has_body = length not in (None, b"0") or b"transfer-encoding" in headers
-            if has_body and not _is_json(headers.get(b"content-type")):
-                raise ApiError(
-                    415,
-                    "unsupported_media_type",
-                    "the body must be JSON: send Content-Type: application/json",
-                    "Content-Type",
-                )
+            content_type = headers.get(b"content-type")
+            if has_body and not _is_json(content_type):
+                if OIP_SCOPE_KEY not in scope:
+                    raise ApiError(
+                        415,
+                        "unsupported_media_type",
+                        "the body must be JSON: send Content-Type: application/json",
+                        "Content-Type",
+                    )
+                if not _oip_media(content_type):
+                    raise ApiError(
+                        415,
+                        "unsupported_media_type",
+                        "the body must be JSON, or JSON followed by binary tensors: send "
+                        "Content-Type: application/json or application/octet-stream",
+                        "Content-Type",
+                    )
 
     def _exempt(self, path: str) -> bool:
         return path in self._exempt_exact or path.startswith(self._exempt_prefixes)
@@ -265,19 +294,20 @@ class FrontDoor:
             self._admit(scope, headers, cors)
             converted = convert_params(declared, params)
             body = await read_body(receive, self._limit)
-            call = Call(app_state(scope), converted, body, owner_of(scope))
+            call = Call(app_state(scope), converted, body, owner_of(scope), headers)
             answer = await declared.handler(call)
         except Exception as exc:
             err = as_api_error(exc)
             if err is None:
                 log.exception("unhandled error on POST %s", redacted_path(scope["path"]))
                 err = internal_error()
-            body = error_json(err)
+            status, body = rendered(err, scope)
             out = _error_headers(err, body) + added
-            await send({"type": "http.response.start", "status": err.status, "headers": out})
+            await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": body})
-            return err.status
-        out = [_JSON, (b"content-length", str(len(answer.body)).encode()), *added]
+            return status
+        kind = _JSON if answer.media_type is None else (b"content-type", answer.media_type)
+        out = [kind, (b"content-length", str(len(answer.body)).encode()), *added]
         if answer.headers:
             out += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
         await send({"type": "http.response.start", "status": answer.status, "headers": out})
@@ -292,6 +322,18 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
         return path[len(root) :]
     return path
+
+
+def _is_oip(path: str) -> bool:
+    """Whether a path (without root_path) is under /v2, the Open Inference Protocol."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _oip_media(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return True
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return not kind or kind in _OIP_MEDIA
 
 
 def _same_host(origin: bytes, host: bytes | None) -> bool:
@@ -336,10 +378,10 @@ def _error_headers(err: ApiError, body: bytes) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def _send_error(send: Send, err: ApiError) -> None:
-    body = error_json(err)
+async def _send_error(send: Send, err: ApiError, scope: Scope) -> None:
+    status, body = rendered(err, scope)
     await send(
-        {"type": "http.response.start", "status": err.status, "headers": _error_headers(err, body)}
+        {"type": "http.response.start", "status": status, "headers": _error_headers(err, body)}
     )
     await send({"type": "http.response.body", "body": body})
 

@@ -6,7 +6,7 @@ STATIC_PREFIX = "/static/swagger-ui"  # Swagger UI's assets, served from swagger
 
 # What each SEQCAST_AUTH_EXEMPT group opens: exact paths, and path prefixes.
 _EXEMPT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "health": (("/healthz", "/readyz"), ()),
+    "health": (("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"), ()),
     "docs": (("/docs", "/openapi.json"), (STATIC_PREFIX + "/",)),
     "metrics": (("/metrics",), ()),
 }

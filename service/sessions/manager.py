@@ -96,6 +96,8 @@ class StepResult:
     forecast: np.ndarray  # (horizon, targets)
     replayed: bool  # True when this was a retry answered without advancing the session
     forecast_timestamps: list[str] | None = None  # dated models whose session knows its time
+    h: np.ndarray | None = None  # (num_layers, hidden): the session's state after the step
+    c: np.ndarray | None = None  # LSTM only
 
 
 class SessionManager:
@@ -171,9 +173,14 @@ class SessionManager:
         c: np.ndarray | None = None,
         levels: np.ndarray | None = None,  # (<= lag, targets): models with a lag only
         time: int | None = None,  # dated models: grid position of the last value (or none)
+        session_id: str | None = None,
     ) -> SessionRecord:
         """A new session of `owner` at offset 0, or after the warm-up values (their calendar
-        inputs joined already, service.calendar)."""
+        inputs joined already, service.calendar).
+
+        `session_id`: an id the caller chose (an Open Inference Protocol sequence's), which
+        the store refuses with SessionExists while a live session has it; None: a new
+        random one."""
         note_model(model)
         layers, hidden = model.state_shape
         zeros = np.zeros((layers, hidden), dtype=np.float32)
@@ -183,7 +190,7 @@ class SessionManager:
             h, c, levels, offset = out.h, out.c, out.levels, int(warmup.shape[0])
         now = self._clock()
         record = SessionRecord(
-            id=secrets.token_urlsafe(16),
+            id=secrets.token_urlsafe(16) if session_id is None else session_id,
             model=model.name,
             version=model.version,
             offset=offset,
@@ -226,13 +233,15 @@ class SessionManager:
         self,
         session_id: str,
         owner: str,
-        offset: int,
-        values: Sequence[float] | Sequence[Sequence[float]],
+        offset: int | None,
+        values: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
         horizon: int,
         timestamp: str | None = None,
     ) -> StepResult:
         """Apply one step at ``offset`` exactly once and return its outputs.
 
+        ``offset`` None: apply the step wherever the session stands when it runs (steps in
+        arrival order); such a step is never taken for a retry.
         The values are checked against the session's model (service.inputs) once the
         stored record says which model that is.
         """
@@ -269,8 +278,8 @@ class SessionManager:
         self,
         session_id: str,
         owner: str,
-        offset: int,
-        values: Sequence[float] | Sequence[Sequence[float]],
+        offset: int | None,
+        values: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
         horizon: int,
         timestamp: str | None = None,
     ) -> StepResult:
@@ -279,7 +288,8 @@ class SessionManager:
         # Three rounds always suffice: a lost compare-and-advance means the offset
         # moved; after a stale remembered record, a fresh read either applies the
         # step or decides it (replay or conflict), and after a race lost on a fresh
-        # read, the next read decides it.
+        # read, the next read decides it. (A step without an offset that loses three
+        # races to other replicas is refused as a conflict, to be sent again.)
         for round_ in range(3):
             record = self._remembered(session_id, owner, offset) if round_ == 0 else None
             if record is None:
@@ -299,14 +309,19 @@ class SessionManager:
                 digest = step_digest(array, horizon)
                 if timestamp is not None:  # a retry must give the same stamp too
                     digest = hashlib.sha256(f"{digest} {timestamp}".encode()).hexdigest()
-            last = record.last_step
-            if last is not None and last.offset == offset and last.digest == digest:
-                log.info("session %s: step at offset %d replayed", session_tag(session_id), offset)
-                self._hooks.step(model, "replayed")
-                return await self._replay(model, record, last, array, horizon, timestamp)
-            if offset != record.offset:
-                self._hooks.step(model, "conflict")
-                raise OffsetConflict(offset, record.offset)
+            # A step without an offset applies where the session stands: it is never
+            # taken for a retry, nor refused as a conflict.
+            if offset is not None:
+                last = record.last_step
+                if last is not None and last.offset == offset and last.digest == digest:
+                    log.info(
+                        "session %s: step at offset %d replayed", session_tag(session_id), offset
+                    )
+                    self._hooks.step(model, "replayed")
+                    return await self._replay(model, record, last, array, horizon, timestamp)
+                if offset != record.offset:
+                    self._hooks.step(model, "conflict")
+                    raise OffsetConflict(offset, record.offset)
             outcome, result, advanced = await self._apply(
                 model, record, array, horizon, digest, timestamp
             )
@@ -323,7 +338,7 @@ class SessionManager:
             )
         current = await self.get(session_id, owner)
         self._hooks.step(model, "conflict")
-        raise OffsetConflict(offset, current.offset)
+        raise OffsetConflict(current.offset if offset is None else offset, current.offset)
 
     def _answer_fits(self, model: LoadedModel, steps: int, horizon: int) -> bool:
         return (steps + horizon) * model.manifest.architecture.output_size * 4 <= (
@@ -399,7 +414,9 @@ class SessionManager:
             token=new_token(),
         )
         stamps = forecast_timestamps(model, time, horizon) if time is not None else None
-        result = _result(record, record.offset, steps, out.predictions, out.forecast, False, stamps)
+        result = _result(
+            record, record.offset, steps, out.predictions, out.forecast, False, stamps, out.h, out.c
+        )
         advance_now = self._advance_now
         if advance_now is not None:
             return advance_now(record, advanced), result, advanced
@@ -415,6 +432,9 @@ class SessionManager:
         timestamp: str | None = None,
     ) -> StepResult:
         steps = int(values.shape[0])
+        # The last step's: the state the session holds now.
+        h_after = unpack_h(record.h, model)[0]
+        c_after = unpack_state(record.c, model.state_shape) if record.c is not None else None
         if last.answer is not None:
             targets = model.manifest.architecture.output_size
             if len(last.answer) != (steps + horizon) * targets * 4:
@@ -424,7 +444,17 @@ class SessionManager:
             stamps = None
             if model.timed:  # the record is the one the step made: its time is the step's
                 stamps = forecast_timestamps(model, unpack_time(record.h, model), horizon)
-            return _result(record, last.offset, steps, both[:steps], both[steps:], True, stamps)
+            return _result(
+                record,
+                last.offset,
+                steps,
+                both[:steps],
+                both[steps:],
+                True,
+                stamps,
+                h_after,
+                c_after,
+            )
         shape = model.state_shape
         h, levels = unpack_h(last.h_before, model) if last.h_before is not None else (None, None)
         c = unpack_state(last.c_before, shape) if last.c_before is not None else None
@@ -449,12 +479,25 @@ class SessionManager:
             alone=True,
         )
         stamps = forecast_timestamps(model, time, horizon)
-        return _result(record, last.offset, steps, out.predictions, out.forecast, True, stamps)
+        return _result(
+            record,
+            last.offset,
+            steps,
+            out.predictions,
+            out.forecast,
+            True,
+            stamps,
+            h_after,
+            c_after,
+        )
 
-    def _remembered(self, session_id: str, owner: str, offset: int) -> SessionRecord | None:
-        """The remembered record, only when the step continues it exactly."""
+    def _remembered(self, session_id: str, owner: str, offset: int | None) -> SessionRecord | None:
+        """The remembered record, only when the step continues it exactly (or, for a step
+        with no offset, whatever it holds: the compare-and-advance checks it)."""
         record = self._recent.get(session_id)
-        if record is None or record.offset != offset or record.owner != owner:
+        if record is None or record.owner != owner:
+            return None
+        if offset is not None and record.offset != offset:
             return None
         return record
 
@@ -475,6 +518,8 @@ def _result(
     forecast: np.ndarray,
     replayed: bool,
     stamps: list[str] | None = None,
+    h: np.ndarray | None = None,
+    c: np.ndarray | None = None,
 ) -> StepResult:
     return StepResult(
         session=record.id,
@@ -486,4 +531,6 @@ def _result(
         forecast=forecast,
         replayed=replayed,
         forecast_timestamps=stamps,
+        h=h,
+        c=c,
     )

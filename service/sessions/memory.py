@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from service.sessions.quota import TokenBucket
 from service.sessions.record import SessionRecord
-from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, StoreFull
+from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, SessionExists, StoreFull
 
 
 class MemoryStore:
@@ -73,6 +73,8 @@ class MemoryStore:
     async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
         now = self._clock()
         self._sweep(now)
+        if self._live(record.id) is not None:
+            raise SessionExists("a live session already has this id")
         if len(self._records) >= self.max_sessions:
             raise StoreFull(
                 f"the in-memory session store holds its maximum of {self.max_sessions} "

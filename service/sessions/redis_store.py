@@ -32,7 +32,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.redaction import redact
 from service.sessions.record import AppliedStep, SessionRecord
-from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, StoreUnavailable
+from service.sessions.store import (
+    Advance,
+    OwnerQuota,
+    QuotaExceeded,
+    SessionExists,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +61,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # KEYS: session, owner set, owner bucket. ARGV[1] TTL ms, [2] max live, [3] rate per s,
 # [4] burst, [5] session id, [6..] field, value, ...
-# Returns {0, 0} when created, {1, retry ms} over the live quota, {2, retry ms} over rate.
+# Returns {0, 0} when created, {1, retry ms} over the live quota, {2, retry ms} over rate,
+# {3, 0} when a session has this id (ids a caller chose: nothing is counted or written).
 _CREATE_LUA = (
     _WRITES
     + _NOW
     + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {3, 0} end
 local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return {1, 5000} end
@@ -313,6 +321,8 @@ class RedisStore:
         args: list[Any] = [self._ttl_ms, quota.max_live, quota.rate, quota.burst, record.id]
         args += _create_args(record)
         refused, retry_ms = await self._call("create", self._eval(self._create, keys, args))
+        if refused == 3:
+            raise SessionExists("a live session already has this id")
         if refused == 1:
             raise QuotaExceeded(
                 f"this API key holds its quota of {quota.max_live} live sessions "

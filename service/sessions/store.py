@@ -21,6 +21,11 @@ class StoreFull(SessionStoreError):
     """The store holds its maximum number of live sessions and refuses a new one."""
 
 
+class SessionExists(SessionStoreError):
+    """A create named an id that a live session already has (ids chosen by the caller,
+    such as an Open Inference Protocol sequence's): nothing was written."""
+
+
 class QuotaExceeded(SessionStoreError):
     """The creating key is at its live-session quota or over its create rate."""
 
@@ -57,7 +62,8 @@ class SessionStore(Protocol):
     kind: str  # "memory" or "redis", for logs and the API
 
     async def create(self, record: SessionRecord, quota: OwnerQuota) -> None:
-        """Store a new session; StoreFull when no room is left, QuotaExceeded for its owner."""
+        """Store a new session; StoreFull when no room is left, QuotaExceeded for its owner,
+        SessionExists when its id is taken (checked first: nothing else is counted)."""
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The live session with this id, or None."""

@@ -12,7 +12,14 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.sessions.record import SessionRecord
-from service.sessions.store import Advance, OwnerQuota, QuotaExceeded, SessionStore, StoreFull
+from service.sessions.store import (
+    Advance,
+    OwnerQuota,
+    QuotaExceeded,
+    SessionExists,
+    SessionStore,
+    StoreFull,
+)
 from service.telemetry.families import Value, observe_all
 from service.telemetry.metrics import Metrics
 
@@ -21,7 +28,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 _OPERATIONS = ("create", "get", "delete", "live_sessions", "compare_and_advance", "ping")
-_REFUSALS = (StoreFull, QuotaExceeded)  # the store answered: not a store error
+_REFUSALS = (StoreFull, QuotaExceeded, SessionExists)  # the store answered: no store error
 
 
 class MeasuredStore:

@@ -365,3 +365,49 @@ def test_a_version_that_is_no_number_is_counted_and_logged(
         samples = parse(c.get("/metrics").text)
     counted = of(samples, "seqcast_http_requests_total")
     assert sum(counted.values()) >= 1  # the request reached the metrics observer
+
+
+def test_open_inference_protocol_requests_are_counted(make_client: MakeClient) -> None:
+    """/v2 passes the same front door: every request counted, model requests by version."""
+    values = {"name": "values", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+    body = {"inputs": [values]}
+    start = {"sequence_id": 7, "sequence_start": True, "sequence_offset": 0}
+    end = {"sequence_id": 7, "sequence_end": True, "sequence_offset": 3}
+    with make_client() as c:
+        assert c.post("/v2/models/tiny-rnn/infer", json=body).status_code == 200
+        assert c.post("/v2/models/tiny-lstm/versions/1/infer", json=body).status_code == 200
+        assert c.post("/v2/models/tiny-rnn/infer", json={"inputs": []}).status_code == 400
+        assert c.post("/v2/models/nope/infer", json=body).status_code == 404
+        # A sequence: started, its start retried (replayed), ended.
+        for parameters in (start, start, end):
+            answer = c.post("/v2/models/tiny-gru/infer", json={**body, "parameters": parameters})
+            assert answer.status_code == 200
+        for path in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/tiny-rnn"):
+            assert c.get(path).status_code == 200
+        assert c.get("/v2/models/nope/ready").status_code == 404
+        samples = scrape(c)
+
+    assert of(samples, "seqcast_http_requests_total") == {
+        ("POST", "/v2/models/{name}/infer", "200"): 4,
+        ("POST", "/v2/models/{name}/versions/{version}/infer", "200"): 1,
+        ("POST", "/v2/models/{name}/infer", "400"): 1,
+        ("POST", "/v2/models/{name}/infer", "404"): 1,
+        ("GET", "/v2", "200"): 1,
+        ("GET", "/v2/health/live", "200"): 1,
+        ("GET", "/v2/health/ready", "200"): 1,
+        ("GET", "/v2/models/{name}", "200"): 1,
+        ("GET", "/v2/models/{name}/ready", "404"): 1,
+    }
+    assert of(samples, "seqcast_inference_requests_total") == {
+        ("200", "tiny-rnn", "success", "1"): 1,
+        ("200", "tiny-lstm", "success", "1"): 1,
+        ("400", "tiny-rnn", "failure", "1"): 1,
+        ("404", "", "failure", ""): 1,
+        ("200", "tiny-gru", "success", "1"): 3,
+    }
+    assert of(samples, "seqcast_session_steps_total") == {
+        ("tiny-gru", "applied", "1"): 2,
+        ("tiny-gru", "replayed", "1"): 1,
+    }
+    assert by_model(samples, "seqcast_sessions_created_total") == {("tiny-gru", "1"): 1}
+    assert of(samples, "seqcast_sessions_live") == {}  # the end deleted it

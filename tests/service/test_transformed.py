@@ -328,3 +328,21 @@ def test_the_python_client_carries_levels_and_asks_for_intervals(
         np.testing.assert_allclose(step.forecast, whole.forecast, rtol=1e-6)
         assert step.intervals is not None
         assert len(step.intervals[0]["upper"]) == 3
+
+
+def test_the_open_inference_protocol_refuses_a_differenced_model_naming_v1(
+    client: TestClient,
+) -> None:
+    """/v2 tensors have no place for the levels such a model's state carries: a clear
+    400 in the protocol's error form, never a 500."""
+    body = {
+        "inputs": [{"name": "values", "datatype": "FP32", "shape": [3], "data": [1.0, 2.0, 3.0]}]
+    }
+    r = client.post("/v2/models/gdp-diff/infer", json=body)
+    assert r.status_code == 400
+    assert "transforms its target" in r.json()["error"]
+    assert "use /v1" in r.json()["error"]
+    start = {**body, "parameters": {"sequence_id": 7, "sequence_start": True}}
+    r = client.post("/v2/models/gdp-diff/infer", json=start)
+    assert r.status_code == 400
+    assert "use /v1" in r.json()["error"]

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.api.encoding import OrjsonResponse
-from service.api.state import StateDep
+from service.api.state import AppState, StateDep
 from service.repository import LoadFailure
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ async def healthz() -> OrjsonResponse:
 async def readyz(state: StateDep) -> OrjsonResponse:
     """Ready: 200 when every version found at start-up loaded (or loads since), some model
     is served and the session store answers; a version that breaks later is listed only."""
+    ready, body = await readiness(state)
+    return OrjsonResponse(body, status_code=200 if ready else 503)
+
+
+async def readiness(state: AppState) -> tuple[bool, dict[str, Any]]:
+    """Whether this server is ready (the rule above), and what /readyz says about it."""
     repository = state.repository  # one snapshot for the whole answer
     store_ok = True
     if state.settings.ready_needs_store:
@@ -57,8 +63,8 @@ async def readyz(state: StateDep) -> OrjsonResponse:
         body["status"] = "not_ready"
         if not loaded and not repository.failures:
             body["failures"] = [{"model": None, "reason": "the model repository holds no models"}]
-        return OrjsonResponse(body, status_code=503)
-    return OrjsonResponse(body)
+        return False, body
+    return True, body
 
 
 def failure_json(failure: LoadFailure) -> dict[str, Any]:
