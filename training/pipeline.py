@@ -7,7 +7,8 @@ plus validation for that many epochs, so it has seen the rows nearest the test s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ class Trained:
     history: FitResult  # the run on the training rows, validated: it chose the epochs
     evaluation: Evaluation
     refit: FitResult | None = None  # the run on training + validation, when there was one
+    # How the model was chosen (training.search), when a search chose it: the manifest's
+    # training.search block.
+    search: dict[str, Any] | None = None
 
     @property
     def fitted_rows(self) -> int:
@@ -110,3 +114,30 @@ def training_inputs(trained: Trained) -> np.ndarray:
     """The scaled inputs of the rows the final model was fitted on (N, F)."""
     rows = trained.series.features[: trained.fitted_rows]
     return apply(trained.scalers, trained.series.feature_names, rows)
+
+
+def refit_trained(trained: Trained, progress: bool = False) -> Trained:
+    """`trained` (fitted without refit) refit on training + validation, as `train` would.
+
+    The same as `train` with refit on: the same initialisation and batch order, for the
+    epochs the validated run chose. The validation figures stay those of `trained`.
+    """
+    series, split = trained.series, trained.split
+    config = replace(trained.config, refit=True)
+    if trained.history.best_epoch < 1:  # validation never had a finite loss: nothing to refit
+        return replace(trained, config=config)
+    device = resolve_device(config.device)
+    scalers = _scalers(series, config, split.val_end)
+    model = _new_model(series, config, device)
+    x, y = _tensors(series, scalers, device)
+    refitted = refit(model, x, y, split.val_end, trained.history.best_epoch, config, progress)
+    model = model.cpu().eval()
+    evaluation = evaluate(
+        torch_runner(model),
+        series,
+        split,
+        scalers,
+        config.window,
+        validation=trained.evaluation.validation,
+    )
+    return Trained(model, config, series, split, scalers, trained.history, evaluation, refitted)

@@ -1,0 +1,248 @@
+"""Automatic model choice on the validation rows only, within a time budget.
+
+    trained = search(series, config, SearchConfig(budget=60.0), fixed={"cell"})
+
+Candidates are fitted on the training rows and scored on the validation rows, by rolling
+origin at 1 and 5 steps (5 only when every input is a target), relative to persistence on
+the same rows: score = mean over horizons of RMSE / persistence RMSE. Nothing about the
+test rows takes part in the choice (each candidate is fitted by `pipeline.train`, which
+also scores them, but those figures are dropped with the candidate).
+
+The order of work:
+1. structures (SPACE below), first seed: the default first, then one dimension changed
+   from it, then two, ... while half the budget lasts;
+2. more seeds of the two best structures, alternately, while the budget lasts;
+3. the average of the top k candidates of the best one's cell (k = 1 .. ensemble), scored
+   on validation as the one model it is: the smallest best k is kept;
+4. the chosen members are refit on training + validation (when the config refits).
+
+A candidate starts only while the time spent, its expected cost (the mean of those before)
+and the refit of up to `ensemble` members still fit in the budget; the first always runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from training.baselines import Span, feedback_columns, model_scores, naive_paths, score_paths
+from training.config import SearchConfig, TrainConfig
+from training.data import Series, auto_burn_in
+from training.ensemble import Ensemble
+from training.evaluate import evaluate, evaluate_validation, torch_runner
+from training.models import Forecaster
+from training.pipeline import Trained, make_split, refit_trained, train
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"  # the window the data allows (training.data.auto_window): the config's window
+SHORT = "short"  # a quarter of it: a shorter memory, more subsequences per epoch
+# What the search varies and the values it tries, the first of each being the default.
+# A dimension given on the command line is held at the given value.
+SPACE: dict[str, tuple[Any, ...]] = {
+    "cell": ("lstm", "gru"),
+    "hidden_size": (32, 64),
+    "window": (AUTO, SHORT),
+}
+HORIZONS = (1, 5)
+EXPLORE_SHARE = 0.5  # of the budget for structures; the rest for more seeds
+
+
+@dataclass
+class Candidate:
+    """One fitted candidate (before any refit) and its validation figures."""
+
+    config: TrainConfig
+    trained: Trained
+    validation: dict[int, float]  # RMSE per horizon, original units
+    score: float  # mean RMSE / persistence RMSE over the horizons
+    seconds: float
+
+    def record(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "cell": c.cell,
+            "hidden_size": c.hidden_size,
+            "window": c.window,
+            "seed": c.seed,
+            "epochs": self.trained.history.epochs_run,
+            "best_epoch": self.trained.history.best_epoch,
+            "seconds": round(self.seconds, 2),
+            "validation_rmse": {str(h): v for h, v in self.validation.items()},
+            "score": self.score,
+        }
+
+
+def structures(config: TrainConfig, fixed: Collection[str]) -> list[dict[str, Any]]:
+    """Every structure of SPACE (dimensions in `fixed` held at the config's value), the
+    default first, then ordered by how many dimensions differ from it."""
+    dims = {
+        name: (getattr(config, name),) if name in fixed else values
+        for name, values in SPACE.items()
+    }
+    default = {name: values[0] for name, values in dims.items()}
+    if "cell" not in fixed:
+        # The config's own cell first: --cell without search is the old default.
+        dims["cell"] = (config.cell, *(c for c in dims["cell"] if c != config.cell))
+        default["cell"] = config.cell
+    combos = [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*dims.values())]
+    return sorted(combos, key=lambda s: sum(s[k] != default[k] for k in s))
+
+
+def candidate_config(config: TrainConfig, structure: dict[str, Any], seed: int) -> TrainConfig:
+    """The config of one candidate: the structure's values, the seed, no refit yet."""
+    values = dict(structure)
+    window = config.window
+    if values.get("window") == SHORT:
+        window = max(2, config.window // 4)
+    elif values.get("window") != AUTO and "window" in values:
+        window = int(values["window"])
+    values["window"] = window
+    burn_in = config.burn_in if window == config.window else auto_burn_in(window)
+    return replace(config, **values, burn_in=burn_in, seed=seed, refit=False)
+
+
+def validation_scores(
+    model: Forecaster, trained: Trained, horizons: tuple[int, ...] = HORIZONS
+) -> tuple[dict[int, float], float]:
+    """RMSE per horizon on the validation rows and the score (mean ratio to persistence)."""
+    series, split = trained.series, trained.split
+    span = Span(series, split.train_end, split.val_end)
+    if feedback_columns(series) is None:
+        horizons = (1,)
+    ours, _ = model_scores(model, series, trained.scalers, span, horizons)
+    hmax = max(horizons)
+    naive = score_paths(naive_paths(series.targets, span.origins(hmax), hmax, 1), span, horizons)
+    rmse = {h: ours[h]["rmse"] for h in horizons}
+    ratios = [rmse[h] / naive[h]["rmse"] if naive[h]["rmse"] > 0 else rmse[h] for h in horizons]
+    score = float(np.mean(ratios))
+    return rmse, score if np.isfinite(score) else float("inf")
+
+
+class _Budget:
+    """Seconds left for candidates, leaving room for the refit of the chosen members."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float], refit_share: float) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.start = clock()
+        self.refit_share = refit_share  # a refit's cost relative to its candidate's fit
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def allows(self, done: list[Candidate], members: int, limit: float) -> bool:
+        """Whether one more candidate (and then the refit) fits within `limit` seconds."""
+        if not done:
+            return True
+        expected = float(np.mean([c.seconds for c in done]))
+        reserve = members * expected * self.refit_share
+        return self.elapsed() + expected + reserve <= limit
+
+
+def search(
+    series: Series,
+    config: TrainConfig,
+    search_config: SearchConfig,
+    fixed: Collection[str] = (),
+    progress: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Trained:
+    """The model chosen on validation within the budget, refit unless the config says not.
+
+    `fixed` names the dimensions of SPACE to hold at the config's value. The result's
+    `search` field records every candidate, the choice and the time spent.
+    """
+    split = make_split(series, config)
+    refit_share = split.val_end / split.train_end if config.refit else 0.0
+    budget = _Budget(search_config.budget, clock, refit_share)
+    k_max = search_config.ensemble
+    done: list[Candidate] = []
+
+    def run(structure: dict[str, Any], seed: int) -> Candidate | None:
+        cfg = candidate_config(config, structure, seed)
+        if any(c.config == cfg for c in done):  # e.g. a short window equal to the full one
+            return None
+        t0 = clock()
+        trained = train(series, cfg, progress=progress)
+        rmse, score = validation_scores(trained.model, trained)
+        done.append(Candidate(cfg, trained, rmse, score, clock() - t0))
+        log.info("candidate %s seed %d: score %.4f", structure, seed, score)
+        return done[-1]
+
+    shapes = structures(config, fixed)
+    firsts: list[tuple[dict[str, Any], Candidate]] = []
+    for shape in shapes:
+        if not budget.allows(done, k_max, search_config.budget * EXPLORE_SHARE):
+            break
+        found = run(shape, config.seed)
+        if found is not None:
+            firsts.append((shape, found))
+    ranked = sorted(firsts, key=lambda sc: sc[1].score)[:2]
+    extra = [(shape, config.seed + s) for s in range(1, search_config.seeds) for shape, _ in ranked]
+    for shape, seed in extra:
+        if not budget.allows(done, k_max, search_config.budget):
+            break
+        run(shape, seed)
+    searched = budget.elapsed()
+    return _finish(done, config, search_config, len(shapes), searched, budget, progress)
+
+
+def _finish(
+    done: list[Candidate],
+    config: TrainConfig,
+    search_config: SearchConfig,
+    n_structures: int,
+    searched: float,
+    budget: _Budget,
+    progress: bool,
+) -> Trained:
+    """Average the top k when validation prefers it; refit; score the test rows once."""
+    order = sorted(done, key=lambda c: c.score)
+    best = order[0]
+    pool = [c for c in order if c.config.cell == best.config.cell][: search_config.ensemble]
+    scores = {1: best.score}
+    for k in range(2, len(pool) + 1):
+        members = Ensemble([c.trained.model for c in pool[:k]])
+        scores[k] = validation_scores(members, best.trained)[1]
+    k = min(scores, key=lambda n: (scores[n], n))
+    chosen = pool[:k]
+    if config.refit:
+        finals = [refit_trained(c.trained, progress) for c in chosen]
+    else:
+        finals = [c.trained for c in chosen]
+    head = finals[0]
+    record: dict[str, Any] = {
+        "config": search_config.to_dict(),
+        "space": {n: list(v) for n, v in SPACE.items()},
+        "structures": n_structures,
+        "candidates": [c.record() for c in done],
+        "chosen": "best" if k == 1 else f"average of the top {k}",
+        "members": [done.index(c) for c in chosen],
+        "validation_score_by_k": {str(n): s for n, s in scores.items()},
+        "search_seconds": round(searched, 2),
+        "seconds": round(budget.elapsed(), 2),
+    }
+    if k == 1:
+        return replace(head, search=record)
+    # The members share the scalers: the same kind fitted on the same rows.
+    model = Ensemble([t.model for t in finals])
+    before = Ensemble([c.trained.model for c in chosen])
+    validation = evaluate_validation(
+        torch_runner(before), head.series, head.split, chosen[0].trained.scalers, head.config.window
+    )
+    evaluation = evaluate(
+        torch_runner(model),
+        head.series,
+        head.split,
+        head.scalers,
+        head.config.window,
+        validation=validation,
+    )
+    return replace(head, model=model, evaluation=evaluation, search=record)
