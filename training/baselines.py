@@ -43,7 +43,7 @@ HORIZONS = (1, 5)
 # Mean spacing of the time column (days) -> the season it implies, with a tolerance.
 _PERIODS = ((1 / 24, 24), (1.0, 7), (7.0, 52), (30.44, 12), (91.3, 4))
 _MAX_SEASON = 400  # longest season the autocorrelation looks for
-_ACF_MIN = 0.3  # a detected season's autocorrelation must reach this
+_ACF_MIN = 0.5  # a detected season's autocorrelation must reach this (noise reaches 0.3)
 
 
 # -- the season --------------------------------------------------------------------------

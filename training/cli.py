@@ -466,16 +466,24 @@ def _run_train(args: argparse.Namespace) -> int:
         series, fitted_rows, split.val_end, args.season, not args.no_statistical_baselines
     )
     if search_cfg.budget > 0:
-        trained = search(series, cfg, search_cfg, fixed, progress=_progress(args))
+        choices = search(series, cfg, search_cfg, fixed, progress=_progress(args))
     else:
-        trained = train(series, cfg, progress=_progress(args))
-    trained = _with_forecasts(trained, baselines)
-    if args.name is None:  # named after the cell the search chose
-        name = f"{_default_prefix(args)}-{trained.config.cell}"
-    try:
-        path = _export_and_write(trained, name, args.out, _command_line("seqcast"), t0)
-    except ParityError as exc:
-        return _fail("train", f"ONNX export check failed, {name} not written: {exc}", 1)
+        choices = [train(series, cfg, progress=_progress(args))]
+    for i, trained in enumerate(choices):
+        trained = _with_forecasts(trained, baselines)
+        if args.name is None:  # named after the cell the search chose
+            name = f"{_default_prefix(args)}-{trained.config.cell}"
+        try:
+            path = _export_and_write(trained, name, args.out, _command_line("seqcast"), t0)
+            break
+        except ParityError as exc:
+            if i + 1 == len(choices):
+                return _fail("train", f"ONNX export check failed, {name} not written: {exc}", 1)
+            log.warning("the average failed the export check (%s); keeping the best alone", exc)
+            choices[i + 1].search["export_check_failed"] = {  # type: ignore[index]
+                "chosen": trained.search["chosen"],  # type: ignore[index]
+                "error": str(exc),
+            }
     print(summary(path, trained, time.perf_counter() - t0))
     return 0
 
@@ -663,6 +671,9 @@ def _choice_line(record: dict[str, Any]) -> str:
     )
     scores = record["validation_score_by_k"]
     k = len(members)
+    failed = record.get("export_check_failed")
+    if failed is not None:
+        record = {**record, "chosen": f"best ({failed['chosen']} failed the export check)"}
     text = (
         f"  model choice on validation: {record['chosen']} of {len(record['candidates'])} "
         f"candidates (cell hidden/window/seed: {what}); score {scores[str(k)]:.4f}"
