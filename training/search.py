@@ -18,7 +18,8 @@ The order of work:
 4. the chosen members are refit on training + validation (when the config refits).
 
 A candidate starts only while the time spent, its expected cost (the mean of those before)
-and the refit of up to `ensemble` members still fit in the budget; the first always runs.
+and one refit still fit in the budget; the first always runs. An average has only as many
+members as the time left can refit.
 """
 
 from __future__ import annotations
@@ -140,13 +141,23 @@ class _Budget:
     def elapsed(self) -> float:
         return self.clock() - self.start
 
-    def allows(self, done: list[Candidate], members: int, limit: float) -> bool:
-        """Whether one more candidate (and then the refit) fits within `limit` seconds."""
+    def expected(self, done: list[Candidate]) -> float:
+        """Seconds the next candidate should take: the mean of those before."""
+        return float(np.mean([c.seconds for c in done]))
+
+    def allows(self, done: list[Candidate], limit: float) -> bool:
+        """Whether one more candidate and then one refit fit within `limit` seconds."""
         if not done:
             return True
-        expected = float(np.mean([c.seconds for c in done]))
-        reserve = members * expected * self.refit_share
-        return self.elapsed() + expected + reserve <= limit
+        expected = self.expected(done)
+        return self.elapsed() + expected * (1.0 + self.refit_share) <= limit
+
+    def refits(self, done: list[Candidate]) -> int:
+        """How many refits the time left allows (at least one)."""
+        each = self.expected(done) * self.refit_share
+        if each <= 0.0:
+            return len(done)
+        return max(1, int((self.seconds - self.elapsed()) // each))
 
 
 def search(
@@ -170,7 +181,6 @@ def search(
     split = make_split(series, config)
     refit_share = split.val_end / split.train_end if config.refit else 0.0
     budget = _Budget(search_config.budget, clock, refit_share)
-    k_max = search_config.ensemble
     done: list[Candidate] = []
 
     def run(structure: dict[str, Any], seed: int) -> Candidate | None:
@@ -187,7 +197,7 @@ def search(
     shapes = structures(config, fixed)
     firsts: list[tuple[dict[str, Any], Candidate]] = []
     for shape in shapes:
-        if not budget.allows(done, k_max, search_config.budget * EXPLORE_SHARE):
+        if not budget.allows(done, search_config.budget * EXPLORE_SHARE):
             break
         found = run(shape, config.seed)
         if found is not None:
@@ -195,7 +205,7 @@ def search(
     ranked = sorted(firsts, key=lambda sc: sc[1].score)[:2]
     extra = [(shape, config.seed + s) for s in range(1, search_config.seeds) for shape, _ in ranked]
     for shape, seed in extra:
-        if not budget.allows(done, k_max, search_config.budget):
+        if not budget.allows(done, search_config.budget):
             break
         run(shape, seed)
     searched = budget.elapsed()
@@ -214,7 +224,11 @@ def _finish(
     """Average the top k when validation prefers it; refit; score the test rows once."""
     order = sorted(done, key=lambda c: c.score)
     best = order[0]
-    pool = [c for c in order if c.config.cell == best.config.cell][: search_config.ensemble]
+    # As many members as the time left can refit (when refitting), up to the ensemble size.
+    most = search_config.ensemble if not config.refit else budget.refits(done)
+    pool = [c for c in order if c.config.cell == best.config.cell][
+        : min(search_config.ensemble, most)
+    ]
     scores = {1: best.score}
     for k in range(2, len(pool) + 1):
         members = Ensemble([c.trained.model for c in pool[:k]])
