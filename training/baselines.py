@@ -257,6 +257,7 @@ def start_baselines(
     """Choose the season and start the statistical fits (in another process by default)."""
     span = Span(series, start, series.rows)
     m, source = choose_season(series, fitted_rows, season)
+    horizons = [h for h in horizons if h <= start] or [1]  # an origin needs a row before it
     hmax = max(horizons)
     stats: Future[StatResult] | StatResult
     if not statistical:

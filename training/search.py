@@ -120,6 +120,7 @@ def validation_scores(
     span = Span(series, split.train_end, split.val_end)
     if feedback_columns(series) is None:
         horizons = (1,)
+    horizons = tuple(h for h in horizons if h <= split.train_end) or (1,)
     ours, _ = model_scores(model, series, trained.scalers, span, horizons)
     hmax = max(horizons)
     naive = score_paths(naive_paths(series.targets, span.origins(hmax), hmax, 1), span, horizons)
