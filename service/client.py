@@ -76,6 +76,8 @@ class Prediction:
     forecast: list[Any]  # numbers for one target, rows for several
     state: dict[str, Any] | None  # pass back as ``state=`` to continue exactly
     predictions: list[Any] | None = None
+    # One {"level", "lower", "upper"} per level asked for with ``intervals=``.
+    intervals: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Observation:
     predictions: list[Any]  # prediction of step t+1 after each observed value t
     forecast: list[Any]
     replayed: bool = False  # True when the server answered a repeated step from its record
+    intervals: list[dict[str, Any]] | None = None  # when asked for with ``intervals=``
 
 
 class _Retrying:
@@ -194,9 +197,13 @@ class Client(_Retrying):
         horizon: int = 1,
         version: int | None = None,
         return_predictions: bool = False,
+        intervals: Sequence[float] | None = None,
     ) -> Prediction:
-        """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction)."""
-        path, body = _predict_call(model, values, state, horizon, version, return_predictions)
+        """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction);
+        ``intervals`` (levels in (0, 1), e.g. [0.8, 0.95]) asks for prediction intervals."""
+        path, body = _predict_call(
+            model, values, state, horizon, version, return_predictions, intervals
+        )
         return _prediction(self.request("POST", path, json=body))
 
     def create_session(
@@ -281,9 +288,13 @@ class AsyncClient(_Retrying):
         horizon: int = 1,
         version: int | None = None,
         return_predictions: bool = False,
+        intervals: Sequence[float] | None = None,
     ) -> Prediction:
-        """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction)."""
-        path, body = _predict_call(model, values, state, horizon, version, return_predictions)
+        """Forecast after ``values``, continuing from ``state`` (from an earlier Prediction);
+        ``intervals`` (levels in (0, 1), e.g. [0.8, 0.95]) asks for prediction intervals."""
+        path, body = _predict_call(
+            model, values, state, horizon, version, return_predictions, intervals
+        )
         return _prediction(await self.request("POST", path, json=body))
 
     async def create_session(
@@ -322,8 +333,13 @@ class _SessionView:
         self.version = self.info["version"]
         self.offset = self.info["offset"]
 
-    def _observe_body(self, values: ValuesLike, horizon: int) -> dict[str, Any]:
-        return {"values": _as_json(values), "offset": self.offset, "horizon": horizon}
+    def _observe_body(
+        self, values: ValuesLike, horizon: int, intervals: Sequence[float] | None = None
+    ) -> dict[str, Any]:
+        body = {"values": _as_json(values), "offset": self.offset, "horizon": horizon}
+        if intervals:
+            body["intervals"] = list(intervals)
+        return body
 
     def _observed(self, response: httpx.Response) -> Observation:
         answer = response.json()
@@ -334,6 +350,7 @@ class _SessionView:
             predictions=answer["predictions"],
             forecast=answer["forecast"],
             replayed=response.headers.get("seqcast-replayed") == "true",
+            intervals=answer.get("intervals"),
         )
 
     def _refreshed(self, response: httpx.Response) -> dict[str, Any]:
@@ -360,13 +377,15 @@ class RemoteSession(_SessionView):
     ) -> None:
         self.close()
 
-    def observe(self, values: ValuesLike, *, horizon: int = 1) -> Observation:
+    def observe(
+        self, values: ValuesLike, *, horizon: int = 1, intervals: Sequence[float] | None = None
+    ) -> Observation:
         """Feed the next values at the current offset; exactly once even when retried.
 
         Raises OffsetConflictError when someone else moved the session; call
         ``refresh()`` to learn the server's offset.
         """
-        body = self._observe_body(values, horizon)
+        body = self._observe_body(values, horizon, intervals)
         return self._observed(
             self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
         )
@@ -403,9 +422,11 @@ class AsyncRemoteSession(_SessionView):
     ) -> None:
         await self.close()
 
-    async def observe(self, values: ValuesLike, *, horizon: int = 1) -> Observation:
+    async def observe(
+        self, values: ValuesLike, *, horizon: int = 1, intervals: Sequence[float] | None = None
+    ) -> Observation:
         """`RemoteSession.observe`, awaiting."""
-        body = self._observe_body(values, horizon)
+        body = self._observe_body(values, horizon, intervals)
         return self._observed(
             await self.client.request("POST", f"/v1/sessions/{self.id}/observe", json=body)
         )
@@ -433,10 +454,13 @@ def _predict_call(
     horizon: int,
     version: int | None,
     return_predictions: bool,
+    intervals: Sequence[float] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     series: dict[str, Any] = {"values": _as_json(values), "horizon": horizon}
     if state is not None:
         series["state"] = state
+    if intervals:
+        series["intervals"] = list(intervals)
     body = {"series": [series], "return_predictions": return_predictions}
     return f"{_model_path(model, version)}/predict", body
 
@@ -450,6 +474,7 @@ def _prediction(response: httpx.Response) -> Prediction:
         forecast=item["forecast"],
         state=item.get("state"),
         predictions=item.get("predictions"),
+        intervals=item.get("intervals"),
     )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.repository import LoadedModel
+from service.transforms import StreamTransform
 
 
 @dataclass(slots=True)
@@ -31,6 +32,9 @@ class SeriesInput:
     h: np.ndarray | None = None  # (num_layers, hidden) float32; None starts from zeros
     c: np.ndarray | None = None  # (num_layers, hidden) float32; LSTM only
     horizon: int = 1  # > 1 only for a model whose targets are its features
+    # Transformed models with a lag (service.transforms): the last observed target values
+    # (k <= lag, targets) float32 the state carries; None: a fresh stream.
+    levels: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -41,6 +45,7 @@ class SeriesOutput:
     forecast: np.ndarray  # (horizon, targets)
     h: np.ndarray  # (num_layers, hidden): state after the last observed value
     c: np.ndarray | None  # (num_layers, hidden) for LSTM, else None
+    levels: np.ndarray | None = None  # (<= lag, targets): transformed models with a lag
 
 
 def work_steps(inputs: Sequence[SeriesInput]) -> int:
@@ -63,9 +68,63 @@ class InferenceCore:
         self._lstm = model.manifest.is_lstm
         self._num_layers, self._hidden = model.state_shape
         self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
+        t = model.manifest.transform
+        # None for a model without a transform: its requests take the plain path below.
+        self._transform = (
+            StreamTransform(model.manifest, t)
+            if t is not None and (t.lag > 0 or t.log is not None)
+            else None
+        )
 
     def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
         """Predictions, forecast and final state for every series, in input order."""
+        if self._transform is not None:
+            return self._predict_transformed(self._transform, inputs)
+        return self._predict(inputs)
+
+    def _predict_transformed(
+        self, t: StreamTransform, inputs: Sequence[SeriesInput]
+    ) -> list[SeriesOutput]:
+        """Values into model units, the plain path on them, and every answer back in levels."""
+        prepared = [t.prepare(s.values, s.levels) for s in inputs]
+        stepped = [i for i, p in enumerate(prepared) if p.model_values.shape[0] > 0]
+        inner = self._predict(
+            [
+                SeriesInput(prepared[i].model_values, inputs[i].h, inputs[i].c, inputs[i].horizon)
+                for i in stepped
+            ]
+        )
+        done = dict(zip(stepped, inner, strict=True))
+        results = []
+        for i, (s, p) in enumerate(zip(inputs, prepared, strict=True)):
+            out = done.get(i)
+            if out is None:  # only levels were filled: no model step, no prediction yet
+                h = (
+                    s.h
+                    if s.h is not None
+                    else np.zeros((self._num_layers, self._hidden), np.float32)
+                )
+                c = s.c
+                if self._lstm and c is None:
+                    c = np.zeros((self._num_layers, self._hidden), np.float32)
+                empty = np.empty((0, t.targets))
+                results.append(
+                    SeriesOutput(
+                        predictions=t.predictions(p, empty),
+                        forecast=np.full((s.horizon, t.targets), np.nan),
+                        h=h,
+                        c=c,
+                        levels=p.levels,
+                    )
+                )
+                continue
+            out.predictions = t.predictions(p, out.predictions)
+            out.forecast = t.forecast(p, out.forecast)
+            out.levels = p.levels
+            results.append(out)
+        return results
+
+    def _predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
         results: list[SeriesOutput] = [None] * len(inputs)  # type: ignore[list-item]
         # Series that need more forecast steps, with their scaled last prediction and state.
         pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []

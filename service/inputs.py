@@ -79,12 +79,16 @@ def series_inputs(
             values = values_array(s.values, model, limits, "values")
             check_horizon(s.horizon, model, limits, "horizon")
             h, c = state_arrays(s.state, model, "state")
+            levels = None
+            if model.transformed:
+                check_domain(values, model, "values")
+                levels = levels_array(s.state, model, "state")
         except InputError as exc:
             # Field names are built only for an answer that needs them (every message
             # begins with its field).
             where = f"series[{i}]."
             raise InputError(exc.code, where + exc.message, where + (exc.field or "")) from None
-        out.append(SeriesInput(values=values, h=h, c=c, horizon=s.horizon))
+        out.append(SeriesInput(values=values, h=h, c=c, horizon=s.horizon, levels=levels))
         work += values.shape[0] + s.horizon - 1
     if work > limits.max_work:
         raise InputError(
@@ -187,6 +191,113 @@ def state_arrays(
             f"{field}.c",
         )
     return h, None
+
+
+def check_domain(values: np.ndarray, model: LoadedModel, field: str) -> None:
+    """A log transform's target columns must be > 0 (log) or >= 0 (log1p)."""
+    t = model.manifest.transform
+    if t is None or t.log is None:
+        return
+    manifest = model.manifest
+    cols = [j for j, f in enumerate(manifest.features) if f in manifest.targets]
+    part = values[:, cols]
+    bad = part <= 0 if t.log == "log" else part < 0
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        rule = "greater than 0" if t.log == "log" else "at least 0"
+        where = f"{field}[{row}]" if values.shape[1] == 1 else f"{field}[{row}][{cols[col]}]"
+        raise InputError(
+            "invalid_value",
+            f"{where} is {float(part[row, col])!r}: model {model.name!r} takes the {t.log} of "
+            f"{manifest.features[cols[col]]!r}, which must be {rule}",
+            where,
+        )
+
+
+def levels_array(state: StateIn | None, model: LoadedModel, field: str) -> np.ndarray | None:
+    """The state's levels (k <= lag, targets) float32 for a model with a lag; None if fresh."""
+    if state is None:
+        return None
+    # Not part of StateIn: protocols whose states cannot carry levels pass such states too.
+    given = getattr(state, "levels", None)
+    targets = model.manifest.targets
+    if model.lag == 0:
+        if given is not None:
+            raise InputError(
+                "unknown_field",
+                f"{field}.levels must be absent: model {model.name!r} does not difference "
+                "its targets",
+                f"{field}.levels",
+            )
+        return None
+    if given is None:
+        raise InputError(
+            "missing_field",
+            f"{field}.levels is required: model {model.name!r} differences its targets at lag "
+            f"{model.lag}, so its state carries the last {model.lag} observed value(s) of "
+            f"{', '.join(targets)}; send the state back as an answer gave it",
+            f"{field}.levels",
+        )
+    array = _float32(given)
+    if array.ndim == 1 and len(targets) == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2 or array.shape[1] != len(targets) or not 1 <= array.shape[0] <= model.lag:
+        raise InputError(
+            "invalid_shape",
+            f"{field}.levels must be 1 to {model.lag} rows of {len(targets)} number(s) "
+            f"({', '.join(targets)}) for model {model.name!r}",
+            f"{field}.levels",
+        )
+    t = model.manifest.transform
+    if t is not None and t.log is not None:
+        bad = array <= 0 if t.log == "log" else array < 0
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise InputError(
+                "invalid_value",
+                f"{field}.levels[{row}] is out of the domain of the model's {t.log}",
+                f"{field}.levels[{row}]",
+            )
+    return array
+
+
+MAX_INTERVALS = 8  # interval levels one request may ask for
+
+
+def check_intervals(
+    levels: Sequence[float] | None, horizon: int, model: LoadedModel, field: str
+) -> None:
+    """Requested interval levels: each in (0, 1), and a model calibrated that far ahead."""
+    if not levels:
+        return
+    if len(levels) > MAX_INTERVALS:
+        raise InputError(
+            "limit_exceeded",
+            f"{field} has {len(levels)} levels, over the limit of {MAX_INTERVALS}",
+            field,
+        )
+    for k, p in enumerate(levels):
+        if not 0.0 < p < 1.0:
+            raise InputError(
+                "invalid_value",
+                f"{field}[{k}] is {p!r}: a level must lie in (0, 1)",
+                f"{field}[{k}]",
+            )
+    calibrated = model.manifest.intervals
+    if calibrated is None:
+        raise InputError(
+            "invalid_value",
+            f"{field}: no intervals are calibrated for model {model.name!r} version "
+            f"{model.version} (trained before they existed, or with too few validation rows)",
+            field,
+        )
+    if horizon > len(calibrated.widths):
+        raise InputError(
+            "invalid_value",
+            f"{field}: intervals are calibrated for model {model.name!r} for at most "
+            f"{len(calibrated.widths)} step(s); horizon is {horizon}",
+            field,
+        )
 
 
 def shown(text: str, limit: int = 64) -> str:

@@ -39,6 +39,8 @@ class LoadedModel:
 
     name: str = field(init=False)
     version: int = field(init=False)
+    transformed: bool = field(init=False)
+    lag: int = field(init=False)
     manifest: Manifest
     ort_session: ort.InferenceSession  # shared by every request (safe to run concurrently)
     path: Path
@@ -64,6 +66,18 @@ class LoadedModel:
         # Read on every request: plain attributes rather than properties over the manifest.
         object.__setattr__(self, "name", self.manifest.name)
         object.__setattr__(self, "version", self.manifest.version)
+        t = self.manifest.transform
+        # A target transform other than the identity (service.transforms); `lag`: the
+        # observed values a state carries (levels), 0 when none.
+        object.__setattr__(self, "transformed", t is not None and (t.lag > 0 or t.log is not None))
+        object.__setattr__(self, "lag", self.manifest.lag)
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of a session's packed h: h, then for a lag the levels (count + lag rows)."""
+        layers, hidden = self.state_shape
+        extra = 1 + self.lag * self.manifest.architecture.output_size if self.lag else 0
+        return (layers * hidden + extra) * 4
 
     @property
     def state_shape(self) -> tuple[int, int]:

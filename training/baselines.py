@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import transforms
 from training.data import Series, _time_key
-from training.evaluate import metrics
+from training.evaluate import metrics, path_levels
+from training.manifest import TargetTransform
 from training.models import Forecaster, State
 from training.scalers import Scaler, apply, invert
 from training.statistical import StatResult
@@ -205,18 +207,33 @@ def model_scores(
     scalers: dict[str, Scaler],
     span: Span,
     horizons: Sequence[int] = HORIZONS,
+    transform: TargetTransform | None = None,
 ) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
-    """The model's metrics per horizon (original units) and its forecasts of each row."""
+    """The model's metrics per horizon (original units) and its forecasts of each row.
+
+    `series` is the series as read; with a transform the model runs on the transformed
+    series and its forecasts are rebuilt in levels (training.evaluate.path_levels).
+    """
     feedback = feedback_columns(series)
     if feedback is None:
         horizons = [h for h in horizons if h == 1]
     hmax = max(horizons)
-    x = apply(scalers, series.feature_names, series.features).astype(np.float32)
-    paths = model_paths(
-        model, x, span.origins(hmax), hmax, feedback if feedback is not None else np.zeros(0)
-    )
-    levels = invert(scalers, series.target_names, paths.reshape(-1, paths.shape[-1]))
-    levels = levels.reshape(paths.shape)
+    origins = span.origins(hmax)
+    if transform is not None and (transform.lag > 0 or transform.log is not None):
+        if hmax > 1 and series.feature_names != series.target_names:
+            horizons, hmax = [1], 1  # path_levels feeds outputs back in column order
+            origins = span.origins(1)
+        mseries = transforms.apply(transform, series)
+        levels = path_levels(
+            model, mseries, scalers, origins - transform.lag, hmax, transform, series
+        )
+    else:
+        x = apply(scalers, series.feature_names, series.features).astype(np.float32)
+        paths = model_paths(
+            model, x, origins, hmax, feedback if feedback is not None else np.zeros(0)
+        )
+        levels = invert(scalers, series.target_names, paths.reshape(-1, paths.shape[-1]))
+        levels = levels.reshape(paths.shape)
     n = span.end - span.start
     preds = {h: levels[hmax - h : hmax - h + n, h - 1] for h in horizons}
     return score_paths(levels, span, horizons), preds
@@ -273,12 +290,15 @@ def start_baselines(
 
 
 def forecast_table(
-    baselines: Baselines, model: Forecaster, scalers: dict[str, Scaler]
+    baselines: Baselines,
+    model: Forecaster,
+    scalers: dict[str, Scaler],
+    transform: TargetTransform | None = None,
 ) -> dict[str, Any]:
     """The metrics.json / manifest block: per horizon, the model and every baseline."""
     b, span = baselines, baselines.span
     series, hmax = span.series, max(baselines.horizons)
-    ours, _ = model_scores(model, series, scalers, span, b.horizons)
+    ours, _ = model_scores(model, series, scalers, span, b.horizons, transform)
     origins = span.origins(hmax)
     paths = {"persistence": naive_paths(series.targets, origins, hmax, 1)}
     notes: list[str] = []

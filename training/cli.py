@@ -27,6 +27,7 @@ from training.config import (
     DEFAULT_SEARCH_BUDGET,
     MAX_AUTO_WINDOW,
     SCALER_KINDS,
+    TRANSFORMS,
     SearchConfig,
     TrainConfig,
 )
@@ -70,6 +71,11 @@ _HELP = {
     "seed": "seed for weights and batch order",
     "threads": "CPU threads torch may use (fixed so results do not depend on the machine)",
     "device": "auto (CUDA when torch sees it) | cpu | cuda",
+    # Target transforms and seasons (training/transforms.py).
+    "transform": "target transform, applied by the service too: auto (chosen from the "
+    "training rows) | " + " | ".join(TRANSFORMS[1:]),
+    "season": "season length in rows (e.g. 12 for monthly data): seasonal differencing and "
+    "the seasonal-naive baseline",
 }
 
 
@@ -155,8 +161,10 @@ def _add_config_options(p: argparse.ArgumentParser, with_cell: bool) -> None:
             )
             continue
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP[f.name]}"}
-        if f.name in ("window", "burn_in", "test_rows", "val_rows"):
+        if f.name in ("window", "burn_in", "test_rows", "val_rows", "season"):
             kwargs.update(type=int, default=None)  # None: chosen from the data or the shares
+        elif f.name == "transform":
+            kwargs["choices"] = TRANSFORMS
         elif f.name == "scaler":
             kwargs["choices"] = SCALER_KINDS
         elif f.name == "device":
@@ -297,7 +305,7 @@ def _fail(command: str, reason: str, status: int = 2) -> int:
 def _resolve(args: argparse.Namespace, series: Series, cell: str) -> TrainConfig:
     """The run's config: test rows from --test-start, window and burn-in from the data."""
     from training.data import auto_burn_in, auto_window, count_test_rows, split_series
-    from training.pipeline import make_split
+    from training.pipeline import model_data, resolve_transform, shifted
 
     test_rows = args.test_rows
     if args.test_start is not None:
@@ -306,6 +314,8 @@ def _resolve(args: argparse.Namespace, series: Series, cell: str) -> TrainConfig
     split = split_series(
         series.rows, draft.val_fraction, draft.test_fraction, test_rows, draft.val_rows
     )
+    if split.train_end >= 2:  # differences leave `lag` fewer rows to fit a window in
+        split = shifted(split, resolve_transform(series, draft, split).lag)
     window = args.window if args.window is not None else auto_window(split)
     burn_in = args.burn_in if args.burn_in is not None else auto_burn_in(window)
     if args.window is None and burn_in >= window:
@@ -314,7 +324,7 @@ def _resolve(args: argparse.Namespace, series: Series, cell: str) -> TrainConfig
             f"{series.name} (or set --window)"
         )
     cfg = _config(args, cell, test_rows=test_rows, window=window, burn_in=burn_in)
-    make_split(series, cfg)  # DataError naming the largest window that fits
+    model_data(series, cfg)  # DataError naming the largest window that fits
     return cfg
 
 
@@ -463,7 +473,7 @@ def _run_train(args: argparse.Namespace) -> int:
     split = make_split(series, cfg)
     fitted_rows = split.val_end if cfg.refit else split.train_end
     baselines = start_baselines(
-        series, fitted_rows, split.val_end, args.season, not args.no_statistical_baselines
+        series, fitted_rows, split.val_end, cfg.season, not args.no_statistical_baselines
     )
     if search_cfg.budget > 0:
         choices = search(series, cfg, search_cfg, fixed, progress=_progress(args))
@@ -631,12 +641,6 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
         f"the best (default: {DEFAULT_ENSEMBLE})",
     )
     g.add_argument(
-        "--season",
-        type=int,
-        help="season length in rows for the seasonal naive and seasonal ARIMA/ETS baselines "
-        "(default: from the --time-column spacing, else detected; 1: none)",
-    )
-    g.add_argument(
         "--no-statistical-baselines",
         action="store_true",
         help="skip the ARIMA and ETS baselines (statsmodels)",
@@ -646,8 +650,6 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _search_config(args: argparse.Namespace) -> SearchConfig:
-    if args.season is not None and args.season < 1:
-        raise UsageError(f"--season must be at least 1, got {args.season}")
     try:
         return SearchConfig(budget=args.search_budget, ensemble=args.ensemble)
     except ValueError as exc:
@@ -660,14 +662,16 @@ def _with_forecasts(trained: Trained, baselines: Any) -> Trained:
 
     from training.baselines import forecast_table
 
-    table = forecast_table(baselines, trained.model, trained.scalers)
+    table = forecast_table(baselines, trained.model, trained.scalers, trained.transform)
     return replace(trained, evaluation=replace(trained.evaluation, forecasts=table))
 
 
 def _choice_line(record: dict[str, Any]) -> str:
     members = [record["candidates"][i] for i in record["members"]]
     what = ", ".join(
-        f"{m['cell']} {m['hidden_size']}/{m['window']}/seed {m['seed']}" for m in members
+        f"{m['cell']} {m['hidden_size']}/{m['window']}/{m.get('transform', 'none')}/seed "
+        f"{m['seed']}"
+        for m in members
     )
     scores = record["validation_score_by_k"]
     k = len(members)
@@ -676,7 +680,7 @@ def _choice_line(record: dict[str, Any]) -> str:
         record = {**record, "chosen": f"best ({failed['chosen']} failed the export check)"}
     text = (
         f"  model choice on validation: {record['chosen']} of {len(record['candidates'])} "
-        f"candidates (cell hidden/window/seed: {what}); score {scores[str(k)]:.4f}"
+        f"candidates (cell hidden/window/transform/seed: {what}); score {scores[str(k)]:.4f}"
     )
     if k > 1:
         text += f" against {scores['1']:.4f} for the best alone"

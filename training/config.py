@@ -8,6 +8,20 @@ from typing import Any, Literal
 Cell = Literal["rnn", "lstm", "gru"]
 ScalerKind = Literal["minmax", "standard"]
 CELLS: tuple[Cell, ...] = ("rnn", "lstm", "gru")
+# Target transforms (training/transforms.py): a log, differences, both, or auto-chosen from
+# the training rows. "seasonal" variants difference at --season.
+TRANSFORMS: tuple[str, ...] = (
+    "auto",
+    "none",
+    "log",
+    "log1p",
+    "diff",
+    "seasonal-diff",
+    "log-diff",
+    "log-seasonal-diff",
+    "log1p-diff",
+    "log1p-seasonal-diff",
+)
 SCALER_KINDS: tuple[ScalerKind, ...] = ("minmax", "standard")
 # The default window when the data leaves room for it: long enough for the state to learn
 # to average noise (the synthetic series' setting). Shorter series get a third of their
@@ -51,6 +65,11 @@ class TrainConfig:
     # Retrain from the same initialisation on training + validation for the epochs chosen on
     # validation: the model then learns from the rows nearest the test span too.
     refit: bool = True
+    # Target transform and season (training/transforms.py): "auto" chooses from the
+    # training rows only (unit-root tests; a log for a positive series spanning a wide
+    # range); the choice is recorded in the manifest's transform block.
+    transform: str = "auto"
+    season: int | None = None  # period in rows (12: monthly data, yearly season); None: none
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -91,6 +110,14 @@ class TrainConfig:
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(
+                f"transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}"
+            )
+        if self.season is not None and self.season < 2:
+            raise ValueError(f"season must be at least 2, got {self.season}")
+        if "seasonal" in self.transform and self.season is None:
+            raise ValueError(f"transform {self.transform} needs a season (--season N)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -99,7 +126,14 @@ class TrainConfig:
 
 
 # What a manifest written before a field existed was trained with.
-_LEGACY = {"early_stopping": True, "refit": False, "test_rows": None, "val_rows": None}
+_LEGACY = {
+    "early_stopping": True,
+    "refit": False,
+    "test_rows": None,
+    "val_rows": None,
+    "transform": "none",
+    "season": None,
+}
 
 
 def legacy_config(recorded: dict[str, Any]) -> TrainConfig:

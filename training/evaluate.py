@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from training.data import Series, Split
+from training.manifest import TargetTransform
 from training.models import Forecaster
 from training.scalers import Scaler, apply, invert
+from training.transforms import paths_to_levels, to_levels
 
 # Runs a model from a zero state: x (B, T, F) float32, scaled -> y (B, T, O) scaled.
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -100,9 +102,17 @@ def evaluate(
     scalers: dict[str, Scaler],
     window: int,
     validation: dict[str, dict[str, float]] | None = None,
+    transform: TargetTransform | None = None,
+    levels: Series | None = None,
 ) -> Evaluation:
-    """Score the test rows [split.val_end, rows) every way a user forecasts."""
-    actual, preds = _predict_span(run, series, scalers, window, split.val_end, split.rows)
+    """Score the test rows [split.val_end, rows) every way a user forecasts.
+
+    With a transform, `series` and `split` are in model units (rows of the transformed
+    series) and `levels` is the original series: every figure is in levels.
+    """
+    actual, preds = _predict_span(
+        run, series, scalers, window, split.val_end, split.rows, transform, levels
+    )
     return Evaluation(
         actual=actual,
         predictions=preds,
@@ -112,10 +122,18 @@ def evaluate(
 
 
 def evaluate_validation(
-    run: Runner, series: Series, split: Split, scalers: dict[str, Scaler], window: int
+    run: Runner,
+    series: Series,
+    split: Split,
+    scalers: dict[str, Scaler],
+    window: int,
+    transform: TargetTransform | None = None,
+    levels: Series | None = None,
 ) -> dict[str, dict[str, float]]:
     """The same metrics on the validation rows [split.train_end, split.val_end)."""
-    actual, preds = _predict_span(run, series, scalers, window, split.train_end, split.val_end)
+    actual, preds = _predict_span(
+        run, series, scalers, window, split.train_end, split.val_end, transform, levels
+    )
     return {k: metrics(p, actual) for k, p in preds.items()}
 
 
@@ -126,19 +144,86 @@ def _predict_span(
     window: int,
     start: int,
     end: int,
+    transform: TargetTransform | None = None,
+    levels: Series | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Actual values (end - start, O) and every way's predictions of rows [start, end)."""
+    """Actual values (end - start, O) and every way's predictions of rows [start, end),
+    in levels (rows of `levels` are those of `series` shifted by the transform's lag)."""
     x = apply(scalers, series.feature_names, series.features).astype(np.float32)  # (N, F)
     names = series.target_names
     stream = run(x[None, : end - 1])[0, start - 1 :]  # (end - start, O)
     rows = np.arange(start, end)
     windows = x[rows[:, None] - window + np.arange(window)]  # (end - start, W, F)
     windowed = run(windows)[:, -1]  # (end - start, O)
+    raw = series if levels is None else levels
+    lag = transform.lag if transform is not None else 0
+    level_rows = rows + lag  # the same rows in the original series
+
+    def in_levels(pred: np.ndarray) -> np.ndarray:
+        if transform is None:
+            return pred
+        return to_levels(transform, pred, raw.targets, level_rows)
+
     preds = {
-        "streaming": invert(scalers, names, stream),
-        "windowed": invert(scalers, names, windowed),
-        "persistence": series.targets[start - 1 : end - 1],
+        "streaming": in_levels(invert(scalers, names, stream)),
+        "windowed": in_levels(invert(scalers, names, windowed)),
+        "persistence": raw.targets[level_rows - 1],
     }
-    if series.clean_targets is not None:
-        preds["noiseless"] = series.clean_targets[start:end]
-    return series.targets[start:end], preds
+    if raw.clean_targets is not None:
+        preds["noiseless"] = raw.clean_targets[level_rows]
+    return raw.targets[level_rows], preds
+
+
+def forecast_paths(
+    model: Forecaster, x: np.ndarray, origins: np.ndarray, horizon: int
+) -> np.ndarray:
+    """Multi-step forecasts (k, horizon, O), scaled, made after each of the sorted rows
+    `origins` of x (N, F) scaled: state carried from row 0 to the origin, then rolled forward
+    on the model's own predictions, as the service rolls out (targets must be the features).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        states: list[Any] = []
+        firsts = []
+        state = None
+        at = 0
+        for origin in origins.tolist():  # one run per gap between origins: state carried
+            y, state = model(xt[None, at : origin + 1], state)
+            at = origin + 1
+            states.append(state)
+            firsts.append(y[:, -1])
+        if isinstance(states[0], tuple):
+            batch_state: Any = tuple(torch.cat([s[i] for s in states], dim=1) for i in range(2))
+        else:
+            batch_state = torch.cat(states, dim=1)  # (L, k, H)
+        step = torch.cat(firsts)  # (k, O)
+        out = [step]
+        for _ in range(horizon - 1):
+            y, batch_state = model(step[:, None], batch_state)
+            step = y[:, 0]
+            out.append(step)
+        return np.asarray(torch.stack(out, dim=1).cpu().numpy())
+
+
+def path_levels(
+    model: Forecaster,
+    series: Series,
+    scalers: dict[str, Scaler],
+    origins: np.ndarray,
+    horizon: int,
+    transform: TargetTransform | None = None,
+    levels: Series | None = None,
+) -> np.ndarray:
+    """forecast_paths in levels: (k, horizon, O) forecasts of rows origin + 1 .. origin + horizon
+    (rows of the model-unit `series`; `levels` the original series when transformed)."""
+    x = apply(scalers, series.feature_names, series.features).astype(np.float32)
+    scaled = forecast_paths(model, x, origins, horizon)
+    k, _, o = scaled.shape
+    paths = invert(scalers, series.target_names, scaled.reshape(k * horizon, o))
+    paths = paths.reshape(k, horizon, o)
+    if transform is None:
+        return paths
+    raw = series if levels is None else levels
+    return paths_to_levels(transform, paths, raw.targets, origins + transform.lag)

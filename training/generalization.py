@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from training import transforms
 from training.config import TrainConfig, legacy_config
 from training.data import SINE_NAME, DataError, Series, Split, split_series, synthetic_sine
 from training.evaluate import Runner, evaluate
@@ -101,8 +102,21 @@ def rescore(saved: Saved, series: Series, test_rows: int | None = None) -> dict[
             f"{start} before it, and the windowed evaluation needs {window} (at most "
             f"{series.rows - window} test rows)"
         )
-    split = Split(train_end=start, val_end=start, rows=series.rows)
-    ev = evaluate(saved.runner(), series, split, saved.scalers(), window)
+    t = saved.manifest.transform
+    if t is not None and (t.lag > 0 or t.log is not None):
+        # In model units (transformed, `lag` rows fewer), scored in levels.
+        transforms.check(t, series)
+        if start - t.lag < max(1, window):
+            raise DataError(
+                f"{series.name}: a test part of {test_rows} leaves {start - t.lag} differenced "
+                f"rows before it, and the windowed evaluation needs {window}"
+            )
+        mseries = transforms.apply(t, series)
+        msplit = Split(start - t.lag, start - t.lag, series.rows - t.lag)
+        ev = evaluate(saved.runner(), mseries, msplit, saved.scalers(), window, None, t, series)
+    else:
+        split = Split(train_end=start, val_end=start, rows=series.rows)
+        ev = evaluate(saved.runner(), series, split, saved.scalers(), window)
     rows: dict[str, Any] = {
         "count": test_rows,
         "first_line": start + 2,

@@ -87,6 +87,55 @@ class OnnxInfo(_Model):
     parity: dict[str, Any] | None = None
 
 
+LogKind = Literal["log", "log1p"]
+
+
+class TargetTransform(_Model):
+    """How the model's units follow from the targets' original units (docs/model-repository.md).
+
+    Applied to every target column, and to the input column of the same name: first the log
+    (`log`: values > 0; `log1p`: values >= 0), then differences at `lag` (0: none, 1: first
+    differences, s: seasonal). With a lag the state carries the last `lag` observed values.
+    """
+
+    log: LogKind | None = None
+    lag: int = Field(default=0, ge=0, le=10_000)
+    season: int | None = Field(default=None, ge=2)  # the season it was chosen with, if any
+    chosen: Literal["auto", "given"] = "given"
+    reason: str = ""  # why auto chose it (the tests on the training rows)
+
+    @property
+    def kind(self) -> str:
+        """The CLI's name of it: none, log, log1p, diff, seasonal-diff, log-diff, ..."""
+        diff = "" if self.lag == 0 else ("diff" if self.lag == 1 else "seasonal-diff")
+        parts = [p for p in (self.log, diff) if p]
+        return "-".join(parts) or "none"
+
+
+class Intervals(_Model):
+    """Split-conformal interval half-widths per horizon step (training/intervals.py).
+
+    widths[step][target][k] covers a share levels[k] of the validation errors `step + 1`
+    steps ahead, in levels or, for a log transform, in log units (`space`).
+    """
+
+    method: Literal["split-conformal"] = "split-conformal"
+    space: Literal["levels", "log", "log1p"] = "levels"
+    calibration_rows: int = Field(ge=1)
+    levels: list[float] = Field(min_length=2)
+    widths: list[list[list[float]]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Intervals:
+        if self.levels[0] != 0.0 or self.levels[-1] != 1.0 or self.levels != sorted(self.levels):
+            raise ValueError("intervals.levels must rise from 0 to 1")
+        for step in self.widths:
+            for col in step:
+                if len(col) != len(self.levels):
+                    raise ValueError("intervals.widths must have one width per level")
+        return self
+
+
 class Manifest(_Model):
     format_version: Literal[1]
     name: str = Field(pattern=NAME_PATTERN)
@@ -99,6 +148,10 @@ class Manifest(_Model):
     onnx: OnnxInfo
     training: dict[str, Any]
     metrics: dict[str, Any]
+    # Added with target transforms; absent in older manifests: the model works in the
+    # targets' original units.
+    transform: TargetTransform | None = None
+    intervals: Intervals | None = None  # absent: the model has no calibrated intervals
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -117,7 +170,22 @@ class Manifest(_Model):
         if missing:
             raise ValueError(f"no scaler for column(s) {missing}")
         self._check_io()
+        if self.intervals is not None and any(
+            len(step) != len(self.targets) for step in self.intervals.widths
+        ):
+            raise ValueError("intervals.widths must have one entry per target at every step")
+        t = self.transform
+        if t is not None and t.lag > 0 and not set(self.targets) <= set(self.features):
+            raise ValueError(
+                f"transform differences the targets (lag {t.lag}), so every target must be "
+                f"a feature: {sorted(set(self.targets) - set(self.features))} are not"
+            )
         return self
+
+    @property
+    def lag(self) -> int:
+        """Observed values the state must carry (0: none)."""
+        return self.transform.lag if self.transform is not None else 0
 
     @property
     def is_lstm(self) -> bool:

@@ -7,16 +7,18 @@ plus validation for that many epochs, so it has seen the rows nearest the test s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from training import transforms
 from training.config import TrainConfig
 from training.data import Series, Split, check_split, split_series
 from training.evaluate import Evaluation, evaluate, evaluate_validation, torch_runner
 from training.fit import FitResult, fit, make_reproducible, refit, resolve_device
+from training.manifest import TargetTransform
 from training.models import Forecaster
 from training.scalers import Scaler, apply, fit_scalers
 
@@ -27,20 +29,28 @@ class Trained:
 
     model: Forecaster
     config: TrainConfig
-    series: Series
-    split: Split
+    series: Series  # as read, in original units
+    split: Split  # of `series`
     scalers: dict[str, Scaler]  # fitted on the rows the final model was trained on
     history: FitResult  # the run on the training rows, validated: it chose the epochs
     evaluation: Evaluation
     refit: FitResult | None = None  # the run on training + validation, when there was one
+    transform: TargetTransform = field(default_factory=lambda: TargetTransform())  # identity: none
+    # Conformal interval widths from validation (training.intervals); None: not calibrated.
+    intervals: dict[str, Any] | None = None
     # How the model was chosen (training.search), when a search chose it: the manifest's
     # training.search block.
     search: dict[str, Any] | None = None
 
     @property
     def fitted_rows(self) -> int:
-        """Rows [0, fitted_rows) the final model was trained on."""
+        """Rows [0, fitted_rows) of `series` the final model was trained on."""
         return self.split.val_end if self.refit is not None else self.split.train_end
+
+    @property
+    def model_series(self) -> Series:
+        """The series in model units (transformed): row i is row i + lag of `series`."""
+        return transforms.apply(self.transform, self.series)
 
 
 def make_split(series: Series, config: TrainConfig) -> Split:
@@ -61,10 +71,43 @@ def _scalers(series: Series, config: TrainConfig, rows: int) -> dict[str, Scaler
     return fit_scalers(config.scaler, columns)
 
 
+def shifted(split: Split, lag: int) -> Split:
+    """The split of the transformed series, whose first `lag` rows have no difference."""
+    return Split(split.train_end - lag, split.val_end - lag, split.rows - lag)
+
+
+def model_data(series: Series, config: TrainConfig) -> tuple[Split, TargetTransform, Series, Split]:
+    """The split, the transform (chosen from the training rows only when "auto"), and the
+    series and split in model units, all checked (DataError)."""
+    split = split_series(
+        series.rows, config.val_fraction, config.test_fraction, config.test_rows, config.val_rows
+    )
+    if split.train_end < 2:
+        check_split(series.name, split, config.window)  # names the parts, refuses
+    transform = resolve_transform(series, config, split)
+    transforms.check(transform, series)
+    if transform.lag == 0 and transform.log is None:
+        check_split(series.name, split, config.window)
+        return split, transform, series, split
+    model_split = shifted(split, transform.lag)
+    name = (
+        series.name if transform.lag == 0 else f"{series.name} (differenced at lag {transform.lag})"
+    )
+    check_split(name, model_split, config.window)
+    return split, transform, transforms.apply(transform, series), model_split
+
+
+def resolve_transform(series: Series, config: TrainConfig, split: Split) -> TargetTransform:
+    """The config's transform; "auto" looks at the training rows [0, split.train_end) only."""
+    train_targets = series.targets[: split.train_end]
+    return transforms.resolve(config.transform, config.season, train_targets)
+
+
 def prepare(series: Series, config: TrainConfig) -> tuple[Split, dict[str, Scaler]]:
-    """Split chronologically (checked) and fit scalers on the training rows only."""
-    split = make_split(series, config)
-    return split, _scalers(series, config, split.train_end)
+    """Split chronologically (checked) and fit scalers on the training rows only (in the
+    model's units, after the transform)."""
+    split, _, model_series, model_split = model_data(series, config)
+    return split, _scalers(model_series, config, model_split.train_end)
 
 
 def _new_model(series: Series, config: TrainConfig, device: torch.device) -> Forecaster:
@@ -90,54 +133,76 @@ def _tensors(
 
 
 def train(series: Series, config: TrainConfig, progress: bool = False) -> Trained:
-    split, scalers = prepare(series, config)
+    from training.intervals import calibrate
+
+    split, transform, mseries, msplit = model_data(series, config)
+    levels = None if mseries is series else series  # evaluation in levels when transformed
+    t = None if levels is None else transform
+    scalers = _scalers(mseries, config, msplit.train_end)
     device = resolve_device(config.device)
-    model = _new_model(series, config, device)
-    x, y = _tensors(series, scalers, device)
-    history = fit(model, x, y, split, config, progress=progress)
+    model = _new_model(mseries, config, device)
+    x, y = _tensors(mseries, scalers, device)
+    history = fit(model, x, y, msplit, config, progress=progress)
     model = model.cpu().eval()
-    validation = evaluate_validation(torch_runner(model), series, split, scalers, config.window)
+    validation = evaluate_validation(
+        torch_runner(model), mseries, msplit, scalers, config.window, t, levels
+    )
+    # Interval widths from the validated model's errors on rows it never trained on.
+    intervals = calibrate(model, mseries, msplit, scalers, transform, levels)
     refitted = None
     if config.refit and history.best_epoch >= 1:  # 0: validation never had a finite loss
-        scalers = _scalers(series, config, split.val_end)
-        model = _new_model(series, config, device)
-        x, y = _tensors(series, scalers, device)
-        refitted = refit(model, x, y, split.val_end, history.best_epoch, config, progress)
+        scalers = _scalers(mseries, config, msplit.val_end)
+        model = _new_model(mseries, config, device)
+        x, y = _tensors(mseries, scalers, device)
+        refitted = refit(model, x, y, msplit.val_end, history.best_epoch, config, progress)
         model = model.cpu().eval()
     evaluation = evaluate(
-        torch_runner(model), series, split, scalers, config.window, validation=validation
+        torch_runner(model), mseries, msplit, scalers, config.window, validation, t, levels
     )
-    return Trained(model, config, series, split, scalers, history, evaluation, refitted)
+    return Trained(
+        model, config, series, split, scalers, history, evaluation, refitted, transform, intervals
+    )
 
 
 def training_inputs(trained: Trained) -> np.ndarray:
     """The scaled inputs of the rows the final model was fitted on (N, F)."""
-    rows = trained.series.features[: trained.fitted_rows]
-    return apply(trained.scalers, trained.series.feature_names, rows)
+    mseries = trained.model_series
+    rows = mseries.features[: trained.fitted_rows - trained.transform.lag]
+    return apply(trained.scalers, mseries.feature_names, rows)
 
 
 def refit_trained(trained: Trained, progress: bool = False) -> Trained:
     """`trained` (fitted without refit) refit on training + validation, as `train` would.
 
-    The same as `train` with refit on: the same initialisation and batch order, for the
-    epochs the validated run chose. The validation figures stay those of `trained`.
+    The same as `train` with refit on: the same transform, initialisation and batch order,
+    for the epochs the validated run chose. The validation figures and the interval widths
+    stay those of `trained` (both come from the model before the refit, as in `train`).
     """
-    series, split = trained.series, trained.split
     config = replace(trained.config, refit=True)
     if trained.history.best_epoch < 1:  # validation never had a finite loss: nothing to refit
         return replace(trained, config=config)
+    series, transform = trained.series, trained.transform
+    identity = transform.lag == 0 and transform.log is None  # as model_data leaves it
+    mseries = series if identity else trained.model_series
+    msplit = shifted(trained.split, transform.lag)
+    levels = None if mseries is series else series
+    t = None if levels is None else transform
     device = resolve_device(config.device)
-    scalers = _scalers(series, config, split.val_end)
-    model = _new_model(series, config, device)
-    x, y = _tensors(series, scalers, device)
-    refitted = refit(model, x, y, split.val_end, trained.history.best_epoch, config, progress)
+    scalers = _scalers(mseries, config, msplit.val_end)
+    model = _new_model(mseries, config, device)
+    x, y = _tensors(mseries, scalers, device)
+    refitted = refit(model, x, y, msplit.val_end, trained.history.best_epoch, config, progress)
     model = model.cpu().eval()
     evaluation = evaluate(
         torch_runner(model),
-        series,
-        split,
+        mseries,
+        msplit,
         scalers,
         config.window,
-        validation=trained.evaluation.validation,
+        trained.evaluation.validation,
+        t,
+        levels,
     )
-    return Trained(model, config, series, split, scalers, trained.history, evaluation, refitted)
+    return replace(
+        trained, model=model, config=config, scalers=scalers, evaluation=evaluation, refit=refitted
+    )

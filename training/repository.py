@@ -111,6 +111,8 @@ def build_manifest(
                 "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
             "metrics": trained.evaluation.summary(),
+            "transform": trained.transform.model_dump(),
+            "intervals": trained.intervals,
         }
     )
 

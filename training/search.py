@@ -39,8 +39,9 @@ from training.data import Series, auto_burn_in
 from training.ensemble import Ensemble
 from training.evaluate import evaluate, evaluate_validation, torch_runner
 from training.fit import make_reproducible, resolve_device
+from training.intervals import calibrate
 from training.models import Forecaster
-from training.pipeline import Trained, make_split, refit_trained, train
+from training.pipeline import Trained, make_split, refit_trained, resolve_transform, shifted, train
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ SPACE: dict[str, tuple[Any, ...]] = {
     "cell": ("lstm", "gru"),
     "hidden_size": (32, 64),
     "window": (AUTO, SHORT),
+    # "auto": the transform chosen from the training rows (training.transforms); "none"
+    # is tried too when that choice is not already none. A --transform other than auto
+    # holds it.
+    "transform": ("auto", "none"),
 }
 HORIZONS = (1, 5)
 EXPLORE_SHARE = 0.5  # of the budget for structures; the rest for more seeds
@@ -74,6 +79,7 @@ class Candidate:
             "cell": c.cell,
             "hidden_size": c.hidden_size,
             "window": c.window,
+            "transform": c.transform,
             "seed": c.seed,
             "epochs": self.trained.history.epochs_run,
             "best_epoch": self.trained.history.best_epoch,
@@ -121,7 +127,7 @@ def validation_scores(
     if feedback_columns(series) is None:
         horizons = (1,)
     horizons = tuple(h for h in horizons if h <= split.train_end) or (1,)
-    ours, _ = model_scores(model, series, trained.scalers, span, horizons)
+    ours, _ = model_scores(model, series, trained.scalers, span, horizons, trained.transform)
     hmax = max(horizons)
     naive = score_paths(naive_paths(series.targets, span.origins(hmax), hmax, 1), span, horizons)
     rmse = {h: ours[h]["rmse"] for h in horizons}
@@ -195,7 +201,11 @@ def search(
         log.info("candidate %s seed %d: score %.4f", structure, seed, score)
         return done[-1]
 
-    shapes = structures(config, fixed)
+    held = set(fixed)
+    chosen = resolve_transform(series, config, split)
+    if config.transform != "auto" or (chosen.lag == 0 and chosen.log is None):
+        held.add("transform")  # given, or auto already means none: nothing to try
+    shapes = structures(config, held)
     firsts: list[tuple[dict[str, Any], Candidate]] = []
     for shape in shapes:
         if not budget.allows(done, search_config.budget * EXPLORE_SHARE):
@@ -227,9 +237,9 @@ def _finish(
     best = order[0]
     # As many members as the time left can refit (when refitting), up to the ensemble size.
     most = search_config.ensemble if not config.refit else budget.refits(done)
-    pool = [c for c in order if c.config.cell == best.config.cell][
-        : min(search_config.ensemble, most)
-    ]
+    # Members share the cell (one state layout) and the transform (one output unit).
+    same = [c for c in order if (c.config.cell, c.config.transform) == _kind(best.config)]
+    pool = same[: min(search_config.ensemble, most)]
     scores = {1: best.score}
     for k in range(2, len(pool) + 1):
         members = Ensemble([c.trained.model for c in pool[:k]])
@@ -258,22 +268,30 @@ def _finish(
     }
     if k == 1:
         return [replace(head, search=record)]
-    # The members share the scalers: the same kind fitted on the same rows.
+    # The members share the scalers: the same kind fitted on the same (transformed) rows.
     model = Ensemble([t.model for t in finals])
     before = Ensemble([c.trained.model for c in chosen])
+    train_scalers = chosen[0].trained.scalers
+    transform = head.transform
+    identity = transform.lag == 0 and transform.log is None
+    mseries = head.series if identity else head.model_series
+    msplit = shifted(head.split, transform.lag)
+    levels = None if identity else head.series
+    t = None if identity else transform
+    window = head.config.window
     validation = evaluate_validation(
-        torch_runner(before), head.series, head.split, chosen[0].trained.scalers, head.config.window
+        torch_runner(before), mseries, msplit, train_scalers, window, t, levels
     )
+    intervals = calibrate(before, mseries, msplit, train_scalers, transform, levels)
     evaluation = evaluate(
-        torch_runner(model),
-        head.series,
-        head.split,
-        head.scalers,
-        head.config.window,
-        validation=validation,
+        torch_runner(model), mseries, msplit, head.scalers, window, validation, t, levels
     )
     alone = {**record, "chosen": "best", "members": record["members"][:1]}
     return [
-        replace(head, model=model, evaluation=evaluation, search=record),
+        replace(head, model=model, evaluation=evaluation, intervals=intervals, search=record),
         replace(head, search=alone),
     ]
+
+
+def _kind(config: TrainConfig) -> tuple[str, str]:
+    return config.cell, config.transform

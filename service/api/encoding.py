@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from service.inference import SeriesOutput
+from service.intervals import intervals
 from service.repository import LoadedModel
 from service.sessions.manager import StepResult
 
@@ -23,11 +24,15 @@ class OrjsonResponse(Response):
         return orjson.dumps(content, option=_OPTIONS)
 
 
-def state_json(model: LoadedModel, h: np.ndarray, c: np.ndarray | None) -> dict[str, Any]:
+def state_json(
+    model: LoadedModel, h: np.ndarray, c: np.ndarray | None, levels: np.ndarray | None = None
+) -> dict[str, Any]:
     """A state as clients send it back: bound to the model name and version."""
     state: dict[str, Any] = {"model": model.name, "version": model.version, "h": h}
     if c is not None:
         state["c"] = c
+    if levels is not None:
+        state["levels"] = rows_json(levels)
     return state
 
 
@@ -37,14 +42,17 @@ def predict_json(
     *,
     return_predictions: bool,
     return_state: bool,
+    interval_levels: Sequence[Sequence[float] | None] | None = None,
 ) -> dict[str, Any]:
     series = []
-    for out in outputs:
+    for i, out in enumerate(outputs):
         item: dict[str, Any] = {"forecast": rows_json(out.forecast)}
         if return_state:
-            item["state"] = state_json(model, out.h, out.c)
+            item["state"] = state_json(model, out.h, out.c, out.levels)
         if return_predictions:
             item["predictions"] = rows_json(out.predictions)
+        if interval_levels is not None and interval_levels[i]:
+            item["intervals"] = intervals(model, out.forecast, interval_levels[i] or ())
         series.append(item)
     return {"model": model.name, "version": model.version, "series": series}
 
@@ -54,17 +62,21 @@ def rows_json(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows[:, 0] if rows.shape[1] == 1 else rows)
 
 
-def observe_json(step: StepResult) -> bytes:
+def observe_json(
+    step: StepResult,
+    model: LoadedModel | None = None,
+    interval_levels: Sequence[float] | None = None,
+) -> bytes:
     """A session step's answer; a replayed step encodes to the very same bytes."""
-    return orjson.dumps(
-        {
-            "session": step.session,
-            "model": step.model,
-            "version": step.version,
-            "start": step.start,
-            "offset": step.offset,
-            "predictions": rows_json(step.predictions),
-            "forecast": rows_json(step.forecast),
-        },
-        option=_OPTIONS,
-    )
+    answer: dict[str, Any] = {
+        "session": step.session,
+        "model": step.model,
+        "version": step.version,
+        "start": step.start,
+        "offset": step.offset,
+        "predictions": rows_json(step.predictions),
+        "forecast": rows_json(step.forecast),
+    }
+    if model is not None and interval_levels:
+        answer["intervals"] = intervals(model, step.forecast, interval_levels)
+    return orjson.dumps(answer, option=_OPTIONS)

@@ -247,6 +247,8 @@ def _fit(schema: dict[str, Any], model: LoadedModel | None, settings: Settings) 
     if "horizon" in properties:
         most = settings.max_horizon if model is None or model.manifest.can_roll_out else 1
         properties["horizon"]["maximum"] = most
+    if "intervals" in properties and model is not None and model.manifest.intervals is None:
+        del properties["intervals"]  # no calibration: any level would be refused
 
 
 def _like(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +316,15 @@ def state_schema(model: LoadedModel) -> dict[str, Any]:
     else:
         cell = model.manifest.architecture.cell
         properties["c"] = {"type": "null", "description": f"absent or null: a {cell} has no c"}
+    if model.lag:
+        row = {"type": "array", "items": _number(), "minItems": 1, "maxItems": model.lag}
+        properties["levels"] = {
+            "anyOf": [row, {"type": "array", "items": row, "minItems": 1, "maxItems": model.lag}],
+            "description": f"the last (up to {model.lag}) observed target values",
+        }
+        required.append("levels")
+    else:
+        properties["levels"] = {"type": "null", "description": "absent: no differences"}
     return {
         "type": "object",
         "additionalProperties": False,

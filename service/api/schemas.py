@@ -72,6 +72,29 @@ class State(StrictModel):
     version: Integer = Field(ge=1, description="model version the state belongs to")
     h: StateH
     c: StateMatrix | None = Field(None, description="LSTM cell state; absent for RNN and GRU")
+    levels: Values | None = Field(
+        None,
+        description="models that difference their targets: the last observed target values "
+        "(at most the lag), which the next values are differenced from; absent otherwise",
+    )
+
+
+# Interval levels, each within (0, 1), e.g. [0.8, 0.95].
+IntervalLevels = Annotated[
+    list[Annotated[float, Field(strict=False, gt=0.0, lt=1.0, allow_inf_nan=False)]],
+    Field(
+        min_length=1,
+        max_length=8,
+        description="prediction interval levels in (0, 1), e.g. [0.8, 0.95]: each gives "
+        "lower and upper bounds for every forecast step (models with calibrated intervals)",
+    ),
+]
+
+
+class Interval(BaseModel):
+    level: float
+    lower: list[float] | list[list[float]]
+    upper: list[float] | list[list[float]]
 
 
 class SeriesRequest(StrictModel):
@@ -80,6 +103,7 @@ class SeriesRequest(StrictModel):
         None, description="state to continue from; omitted: a fresh stream (zeros)"
     )
     horizon: Integer = Field(1, ge=1, description="forecast steps (bounded by max_horizon)")
+    intervals: IntervalLevels | None = None
 
 
 class PredictRequest(StrictModel):
@@ -101,6 +125,7 @@ class SeriesResponse(BaseModel):
     predictions: Output | None = Field(
         None, description="prediction of step t+1 after each value t; when return_predictions"
     )
+    intervals: list[Interval] | None = Field(None, description="when intervals were asked for")
 
 
 class PredictResponse(BaseModel):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.api.schemas import Integer, Output, State, StrictModel, Values
+from service.api.schemas import (
+    Integer,
+    Interval,
+    IntervalLevels,
+    Output,
+    State,
+    StrictModel,
+    Values,
+)
 
 
 class CreateSessionRequest(StrictModel):
@@ -27,6 +35,7 @@ class ObserveRequest(StrictModel):
         description="count of values the session has consumed before these (exactly-once key)",
     )
     horizon: Integer = Field(1, ge=1, description="forecast steps after the values")
+    intervals: IntervalLevels | None = None
 
 
 class StreamFrame(StrictModel):
@@ -35,6 +44,7 @@ class StreamFrame(StrictModel):
     values: Values
     offset: Integer | None = Field(None, ge=0)
     horizon: Integer = Field(1, ge=1)
+    intervals: IntervalLevels | None = None
 
 
 class SessionInfo(BaseModel):
@@ -56,3 +66,4 @@ class ObserveResponse(BaseModel):
     offset: int = Field(description="offset after this step: the next step's offset")
     predictions: Output = Field(description="prediction of step t+1 after each observed value t")
     forecast: Output = Field(description="next `horizon` steps after the observed values")
+    intervals: list[Interval] | None = Field(None, description="when intervals were asked for")

@@ -25,15 +25,17 @@ from typing import Protocol
 import numpy as np
 
 from service.inference import SeriesInput, SeriesOutput
-from service.inputs import Limits, check_horizon, values_array
+from service.inputs import Limits, check_domain, check_horizon, values_array
 from service.redaction import session_tag
 from service.repository import LoadedModel, ModelLookup
 from service.sessions.record import (
     AppliedStep,
     SessionRecord,
     new_token,
+    pack_h,
     pack_state,
     step_digest,
+    unpack_h,
     unpack_state,
 )
 from service.sessions.store import Advance, OwnerQuota, SessionStore
@@ -144,8 +146,7 @@ class SessionManager:
             raise VersionGone(record)
         # A reload may have replaced the version's files with a model of another state
         # shape: such a session cannot continue on it.
-        layers, hidden = model.state_shape
-        if len(record.h) != layers * hidden * 4 or (record.c is None) == model.manifest.is_lstm:
+        if len(record.h) != model.state_bytes or (record.c is None) == model.manifest.is_lstm:
             raise VersionGone(record, "has reloaded with another state shape")
         return model
 
@@ -156,6 +157,7 @@ class SessionManager:
         warmup: np.ndarray | None = None,  # (time, features) in original units, checked
         h: np.ndarray | None = None,  # (num_layers, hidden)
         c: np.ndarray | None = None,
+        levels: np.ndarray | None = None,  # (<= lag, targets): models with a lag only
     ) -> SessionRecord:
         """A new session of `owner` at offset 0, or after the warm-up values."""
         note_model(model)
@@ -163,15 +165,15 @@ class SessionManager:
         zeros = np.zeros((layers, hidden), dtype=np.float32)
         offset = 0
         if warmup is not None:
-            (out,) = await self._run(model, [SeriesInput(values=warmup, h=h, c=c)])
-            h, c, offset = out.h, out.c, int(warmup.shape[0])
+            (out,) = await self._run(model, [SeriesInput(values=warmup, h=h, c=c, levels=levels)])
+            h, c, levels, offset = out.h, out.c, out.levels, int(warmup.shape[0])
         now = self._clock()
         record = SessionRecord(
             id=secrets.token_urlsafe(16),
             model=model.name,
             version=model.version,
             offset=offset,
-            h=pack_state(zeros if h is None else h),
+            h=pack_h(zeros if h is None else h, levels, model),
             c=(pack_state(zeros if c is None else c) if model.manifest.is_lstm else None),
             created_at=now,
             updated_at=now,
@@ -238,6 +240,8 @@ class SessionManager:
                 if array is None:
                     check_horizon(horizon, model, self.limits, "horizon")
                     array = values_array(values, model, self.limits, "values")
+                    if model.transformed:
+                        check_domain(array, model, "values")
                     digest = step_digest(array, horizon)
                 last = record.last_step
                 if last is not None and last.offset == offset and last.digest == digest:
@@ -279,14 +283,20 @@ class SessionManager:
         digest: str,
     ) -> tuple[Advance, StepResult, SessionRecord]:
         shape = model.state_shape
-        h = unpack_state(record.h, shape)
+        levels = None
+        if model.lag:  # the levels ride in the h blob (record.pack_h)
+            h, levels = unpack_h(record.h, model)
+        else:
+            h = unpack_state(record.h, shape)
         c = unpack_state(record.c, shape) if record.c is not None else None
         steps = int(values.shape[0])
         keep_answer = self._answer_fits(model, steps, horizon)
         # A step too large to keep runs alone (never batched with other calls), as its
         # replay will, so that both give the same numbers.
         (out,) = await self._run(
-            model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)], alone=not keep_answer
+            model,
+            [SeriesInput(values=values, h=h, c=c, horizon=horizon, levels=levels)],
+            alone=not keep_answer,
         )
         if keep_answer:
             both = np.concatenate([out.predictions, out.forecast])
@@ -299,7 +309,7 @@ class SessionManager:
             model=record.model,
             version=record.version,
             offset=record.offset + steps,
-            h=pack_state(out.h),
+            h=pack_state(out.h) if not model.lag else pack_h(out.h, out.levels, model),
             c=pack_state(out.c) if out.c is not None else None,
             created_at=record.created_at,
             updated_at=self._clock(),
@@ -327,10 +337,12 @@ class SessionManager:
             both = both.astype(np.float32)
             return _result(record, last.offset, steps, both[:steps], both[steps:], True)
         shape = model.state_shape
-        h = unpack_state(last.h_before, shape) if last.h_before is not None else None
+        h, levels = unpack_h(last.h_before, model) if last.h_before is not None else (None, None)
         c = unpack_state(last.c_before, shape) if last.c_before is not None else None
         (out,) = await self._run(
-            model, [SeriesInput(values=values, h=h, c=c, horizon=horizon)], alone=True
+            model,
+            [SeriesInput(values=values, h=h, c=c, horizon=horizon, levels=levels)],
+            alone=True,
         )
         return _result(record, last.offset, steps, out.predictions, out.forecast, True)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.repository import LoadedModel
+
 
 @dataclass(frozen=True, slots=True)
 class AppliedStep:
@@ -86,3 +88,35 @@ def step_digest(values: npt.NDArray[np.floating], horizon: int) -> str:
     h.update(repr((arr.shape, horizon)).encode())
     h.update(arr.tobytes())
     return h.hexdigest()
+
+
+def pack_h(
+    h: npt.NDArray[np.floating], levels: npt.NDArray[np.floating] | None, model: LoadedModel
+) -> bytes:
+    """A session's h blob: h, then for a model with a lag its levels (service.transforms)
+    as a count and `lag` rows padded with zeros, so the blob keeps one size per model."""
+    if not model.lag:
+        return pack_state(h)
+    targets = model.manifest.architecture.output_size
+    padded = np.zeros((model.lag, targets), dtype="<f4")
+    count = 0 if levels is None else levels.shape[0]
+    if levels is not None:
+        padded[:count] = levels
+    return pack_state(h) + np.array([count], dtype="<f4").tobytes() + padded.tobytes()
+
+
+def unpack_h(
+    blob: bytes, model: LoadedModel
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """The inverse of pack_h: (h, levels or None)."""
+    if not model.lag:
+        return unpack_state(blob, model.state_shape), None
+    layers, hidden = model.state_shape
+    size = layers * hidden * 4
+    h = unpack_state(blob[:size], model.state_shape)
+    if len(blob) != model.state_bytes:
+        raise ValueError(f"stored state has {len(blob)} bytes, expected {model.state_bytes}")
+    count = int(np.frombuffer(blob, dtype="<f4", count=1, offset=size)[0])
+    targets = model.manifest.architecture.output_size
+    rows = np.frombuffer(blob, dtype="<f4", offset=size + 4).reshape(model.lag, targets)
+    return h, (rows[:count] if count else None)

@@ -65,7 +65,7 @@ def observe_refused_only_for_the_sessions_model(
 ) -> bool | None:
     """observe's body schema is generic: its path names a session, not a model, so a
     schema-valid step may still not fit the session's model. Such a step (and only such
-    a step) is refused with 422 naming the values or horizon and the model."""
+    a step) is refused with 422 naming the values, horizon or intervals and the model."""
     if case.operation.path != OBSERVE or response.status_code != 422:
         return None
     if case.meta is None or not case.meta.generation.mode.is_positive:
@@ -73,7 +73,7 @@ def observe_refused_only_for_the_sessions_model(
     error = response.json()["error"]
     assert error["code"] == "invalid_value", error
     assert "for model" in error["message"], error
-    assert re.fullmatch(r"values(\[\d+\])?|horizon", error["field"] or ""), error
+    assert re.fullmatch(r"values(\[\d+\])?|horizon|intervals", error["field"] or ""), error
     return True
 
 

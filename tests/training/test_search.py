@@ -26,7 +26,7 @@ from training.pipeline import refit_trained, train
 from training.search import SHORT, candidate_config, search, structures
 
 # Tiny candidates: the cell and the seed vary, the rest is held.
-HELD = {"hidden_size", "window"}
+HELD = {"hidden_size", "window", "transform"}
 
 
 def _still() -> float:
@@ -56,8 +56,8 @@ def work_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_structures_start_from_the_default_and_hold_what_is_given() -> None:
     cfg = tiny_config("lstm", window=40, burn_in=4)
-    shapes = structures(cfg, fixed=())
-    assert shapes[0] == {"cell": "lstm", "hidden_size": 32, "window": "auto"}
+    shapes = structures(cfg, fixed={"transform"})
+    assert shapes[0] == {"cell": "lstm", "hidden_size": 32, "window": "auto", "transform": "auto"}
     assert [sum(s[k] != shapes[0][k] for k in s) for s in shapes] == [0, 1, 1, 1, 2, 2, 2, 3]
     # --cell gru: the GRU first, the cell never varies; a given window is held as given.
     held = structures(replace(cfg, cell="gru"), fixed={"cell", "window"})
@@ -179,7 +179,7 @@ def test_train_searches_and_prints_validation_test_and_baselines(
     tmp_path: Path, nile_csv: Path
 ) -> None:
     shutil.copy(nile_csv, tmp_path / "nile.csv")
-    result = _run(tmp_path, "train", *NILE, *QUICK, "--season", "5")
+    result = _run(tmp_path, "train", *NILE, *QUICK, "--season", "5", "--transform", "none")
     assert result.returncode == 0, result.stderr
     (name,) = [p.name for p in (tmp_path / "repo").iterdir()]
     assert name in ("nile-lstm", "nile-gru")  # named after the cell the search chose
@@ -234,7 +234,7 @@ def test_search_budget_zero_trains_the_config_alone(tmp_path: Path, nile_csv: Pa
     [
         (["--search-budget", "-1"], "search budget must be at least 0 seconds, got -1.0"),
         (["--ensemble", "0"], "ensemble must be at least 1, got 0"),
-        (["--season", "0"], "--season must be at least 1, got 0"),
+        (["--season", "1"], "season must be at least 2, got 1"),
         (["--hidden-size", "0"], "hidden_size must be at least 1, got 0"),
     ],
     ids=["budget", "ensemble", "season", "hidden-size"],

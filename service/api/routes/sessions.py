@@ -20,9 +20,9 @@ from service.api.session_schemas import (
     SessionInfo,
 )
 from service.api.state import OwnerDep, StateDep
-from service.inputs import state_arrays, values_array
+from service.inputs import check_domain, check_intervals, levels_array, state_arrays, values_array
 from service.sessions.manager import SessionManager, SessionNotFound
-from service.sessions.record import SessionRecord, unpack_state
+from service.sessions.record import SessionRecord, unpack_h, unpack_state
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
@@ -63,9 +63,9 @@ def session_info(
     }
     if with_state:
         model = sessions.model_of(record)
-        h = unpack_state(record.h, model.state_shape)
+        h, levels = unpack_h(record.h, model)
         c = unpack_state(record.c, model.state_shape) if record.c is not None else None
-        info["state"] = state_json(model, h, c)
+        info["state"] = state_json(model, h, c, levels)
     return info
 
 
@@ -76,7 +76,12 @@ async def create(call: Call) -> Answer:
     body = parse_body(CreateSessionRequest, call.body, empty_ok=True)
     warmup = values_array(body.values, model, state.limits, "values") if body.values else None
     h, c = state_arrays(body.state, model, "state")
-    record = await state.sessions.create(model, call.owner, warmup, h, c)
+    levels = None
+    if model.transformed:
+        if warmup is not None:
+            check_domain(warmup, model, "values")
+        levels = levels_array(body.state, model, "state")
+    record = await state.sessions.create(model, call.owner, warmup, h, c, levels)
     info = orjson.dumps(session_info(state.sessions, record))
     return Answer(info, status=201, headers=(("Location", f"/v1/sessions/{record.id}"),))
 
@@ -85,11 +90,15 @@ async def observe(call: Call) -> Answer:
     """Feed the next values at their offset; a retry of the last step gets the same answer."""
     session_id = checked_id(call.params["session_id"])
     body = parse_body(ObserveRequest, call.body)
-    step = await call.state.sessions.observe(
-        session_id, call.owner, body.offset, body.values, body.horizon
-    )
+    sessions = call.state.sessions
+    model = None
+    if body.intervals:  # checked before the step, which must not apply if refused
+        model = sessions.model_of(await sessions.get(session_id, call.owner))
+        check_intervals(body.intervals, body.horizon, model, "intervals")
+    step = await sessions.observe(session_id, call.owner, body.offset, body.values, body.horizon)
     return Answer(
-        observe_json(step), headers=(("Seqcast-Replayed", "true"),) if step.replayed else ()
+        observe_json(step, model, body.intervals),
+        headers=(("Seqcast-Replayed", "true"),) if step.replayed else (),
     )
 
 

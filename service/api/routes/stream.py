@@ -27,7 +27,7 @@ from service.api.errors import ApiError, as_api_error, error_json
 from service.api.routes.sessions import checked_id, session_info
 from service.api.session_schemas import StreamFrame
 from service.api.state import AppState, app_state, owner_of
-from service.inputs import InputError, shown
+from service.inputs import InputError, check_intervals, shown
 from service.redaction import session_tag
 from service.runner import Overloaded
 from service.sessions.manager import SessionError, SessionNotFound, VersionGone
@@ -109,6 +109,10 @@ async def _serve_frames(
                 raise too_large(limit, "frame")
             frame = parse_body(StreamFrame, raw)
             offset = expected if frame.offset is None else frame.offset
+            model = None
+            if frame.intervals:  # checked before the step, which must not apply if refused
+                model = state.sessions.model_of(record)
+                check_intervals(frame.intervals, frame.horizon, model, "intervals")
             step = await state.sessions.observe(
                 record.id, owner, offset, frame.values, frame.horizon
             )
@@ -122,4 +126,4 @@ async def _serve_frames(
                 return expected
             continue
         expected = step.offset
-        await websocket.send_text(observe_json(step).decode())
+        await websocket.send_text(observe_json(step, model, frame.intervals).decode())

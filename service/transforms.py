@@ -1,0 +1,106 @@
+"""A model's target transform on the serving side (manifest `transform`, training/transforms.py).
+
+The model works in transformed units: z = log(y) (or log1p, or y itself), then differences
+d[t] = z[t] - z[t - lag]. A stream keeps the last `lag` observed target values (`levels`,
+original units, float32 as the service received them) so that the first value of the next
+call can be differenced and every prediction rebuilt in levels: the state carries them.
+
+A fresh stream's first `lag` values have nothing to difference from: they only fill the
+levels, the model does not step on them, and their predictions are null (NaN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.manifest import Manifest, TargetTransform
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One series' values in model units, and what rebuilding levels needs."""
+
+    model_values: np.ndarray  # (m, F) float64: the values the model steps on (m may be 0)
+    z: np.ndarray  # (k + T, O) float64: levels then values, log taken (targets only)
+    skipped: int  # values at the start with no model step (T - m)
+    levels: np.ndarray | None  # (<= lag, O) float32: the state's levels after the values
+
+
+class StreamTransform:
+    """The transform of one model, applied to a stream chunk by chunk."""
+
+    def __init__(self, manifest: Manifest, transform: TargetTransform) -> None:
+        self.lag = transform.lag
+        self.log = transform.log
+        self.kind = transform.kind
+        self.targets = len(manifest.targets)
+        # Input columns that are targets (transformed as inputs), and where each target is.
+        self.input_cols = [j for j, f in enumerate(manifest.features) if f in manifest.targets]
+        self.target_cols = [
+            manifest.features.index(t) if t in manifest.features else -1 for t in manifest.targets
+        ]
+        self.names = list(manifest.targets)
+
+    def log_of(self, y: np.ndarray) -> np.ndarray:
+        if self.log == "log":
+            return np.log(y)  # type: ignore[no-any-return]
+        if self.log == "log1p":
+            return np.log1p(y)  # type: ignore[no-any-return]
+        return y
+
+    def exp_of(self, z: np.ndarray) -> np.ndarray:
+        if self.log == "log":
+            return np.exp(z)  # type: ignore[no-any-return]
+        if self.log == "log1p":
+            return np.maximum(np.expm1(z), 0.0)  # type: ignore[no-any-return]
+        return z
+
+    def prepare(self, values: np.ndarray, levels: np.ndarray | None) -> Prepared:
+        """Values (T, F) in original units after the state's levels (k, O) -> model units."""
+        raw = values.astype(np.float64)
+        if self.lag == 0:
+            x = raw.copy()
+            x[:, self.input_cols] = self.log_of(raw[:, self.input_cols])
+            z = x[:, self.target_cols] if all(c >= 0 for c in self.target_cols) else x[:, :0]
+            return Prepared(x, z, 0, None)
+        observed = raw[:, self.target_cols]  # targets are inputs when differenced
+        prior = np.empty((0, self.targets)) if levels is None else levels.astype(np.float64)
+        full = np.concatenate([prior, observed])  # (k + T, O)
+        z = self.log_of(full)
+        total, steps = full.shape[0], values.shape[0]
+        m = max(0, total - self.lag)
+        skipped = steps - min(m, steps)
+        x = raw[skipped:].copy()
+        if m:
+            diffs = z[self.lag :] - z[: -self.lag]  # (total - lag, O)
+            x[:, self.target_cols] = diffs[-x.shape[0] :]
+        kept = full[-self.lag :].astype(np.float32)
+        return Prepared(x, z, skipped, kept)
+
+    def predictions(self, prepared: Prepared, predicted: np.ndarray) -> np.ndarray:
+        """One-step predictions (m, O) in model units -> (T, O) in levels, NaN where skipped."""
+        steps = prepared.skipped + predicted.shape[0]
+        out = np.full((steps, self.targets), np.nan, dtype=np.float64)
+        if predicted.shape[0] == 0:
+            return out
+        if self.lag == 0:
+            out[prepared.skipped :] = self.exp_of(predicted.astype(np.float64))
+            return out
+        z = prepared.z
+        # The prediction after full row i adds to z[i + 1 - lag]; the stepped rows are the
+        # last m rows of z.
+        m = predicted.shape[0]
+        base = z[z.shape[0] - m + 1 - self.lag : z.shape[0] + 1 - self.lag]  # (m, O)
+        out[prepared.skipped :] = self.exp_of(base + predicted)
+        return out
+
+    def forecast(self, prepared: Prepared, predicted: np.ndarray) -> np.ndarray:
+        """Forecast steps (H, O) in model units after the last value -> levels."""
+        if self.lag == 0:
+            return self.exp_of(predicted.astype(np.float64))
+        path = np.concatenate([prepared.z[-self.lag :], np.empty_like(predicted, np.float64)])
+        for h in range(predicted.shape[0]):
+            path[self.lag + h] = path[h] + predicted[h]
+        return self.exp_of(path[self.lag :])
