@@ -175,3 +175,20 @@ def test_forecast_table_in_levels_beside_every_baseline(tiny_trained: Trained) -
     assert persistence == pytest.approx(t.evaluation.metrics["persistence"])
     assert table["rows"] == {"first": t.split.val_end, "count": t.split.n_test}
     assert (table["season"], table["baselines_fitted_on"]) == (63, t.fitted_rows)
+
+
+def test_a_differenced_model_is_scored_in_levels(sine: Series) -> None:
+    from tests.training.conftest import tiny_config
+    from training.pipeline import train
+
+    trend = replace(sine, targets=sine.targets + np.arange(sine.rows)[:, None] * 0.05)
+    trend = replace(trend, features=trend.targets.copy(), clean_targets=None)
+    t = train(trend, tiny_config("gru", transform="diff"))
+    assert t.transform.lag == 1
+    span = Span(trend, t.split.val_end, t.split.rows)
+    scores, _ = model_scores(t.model, trend, t.scalers, span, (1, 5), t.transform)
+    assert scores[1]["rmse"] == pytest.approx(t.evaluation.metrics["streaming"]["rmse"], rel=1e-5)
+    b = start_baselines(trend, t.fitted_rows, t.split.val_end, statistical=False)
+    table = forecast_table(b, t.model, t.scalers, t.transform)
+    assert table["horizons"]["1"]["seqcast"] == pytest.approx(scores[1])
+    assert table["horizons"]["5"]["seqcast"]["rmse"] == pytest.approx(scores[5]["rmse"])
