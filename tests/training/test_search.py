@@ -60,7 +60,7 @@ def test_structures_start_from_the_default_and_hold_what_is_given() -> None:
     assert shapes[0] == {"cell": "lstm", "hidden_size": 32, "window": "auto", "transform": "auto"}
     assert [sum(s[k] != shapes[0][k] for k in s) for s in shapes] == [0, 1, 1, 1, 2, 2, 2, 3]
     # --cell gru: the GRU first, the cell never varies; a given window is held as given.
-    held = structures(replace(cfg, cell="gru"), fixed={"cell", "window"})
+    held = structures(replace(cfg, cell="gru"), fixed={"cell", "window", "transform"})
     assert [s["cell"] for s in held] == ["gru", "gru"]
     assert {s["window"] for s in held} == {40}
     short = candidate_config(cfg, {"window": SHORT}, seed=7)
