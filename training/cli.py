@@ -21,7 +21,16 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.config import CELLS, MAX_AUTO_WINDOW, SCALER_KINDS, TRANSFORMS, TrainConfig
+from training.config import (
+    CELLS,
+    DEFAULT_ENSEMBLE,
+    DEFAULT_SEARCH_BUDGET,
+    MAX_AUTO_WINDOW,
+    SCALER_KINDS,
+    TRANSFORMS,
+    SearchConfig,
+    TrainConfig,
+)
 from training.manifest import CALENDAR_NAMES
 
 # `compare`'s exit status when some cells failed the export check: this plus one bit per
@@ -215,6 +224,7 @@ def register_train(subparsers: _Subparsers) -> None:
     )
     _add_data_options(p)
     _add_config_options(p, with_cell=True)
+    _add_search_options(p)
     _add_output_options(p)
     p.add_argument("--name", help="model name (default: <data>-<cell>, e.g. sine-lstm)")
     p.set_defaults(func=_run_train)
@@ -389,13 +399,21 @@ def _plan(
 def _train_and_write(
     series: Series, cfg: TrainConfig, name: str, out: Path, progress: bool, command: str
 ) -> tuple[Trained, Path]:
-    from training.onnx_export import check_parity, export_onnx, parity_record
-    from training.pipeline import train, training_inputs
-    from training.report import Entry, write_report
-    from training.repository import build_manifest, write_version
+    from training.pipeline import train
 
     t0 = time.perf_counter()
     trained = train(series, cfg, progress=progress)
+    return trained, _export_and_write(trained, name, out, command, t0)
+
+
+def _export_and_write(trained: Trained, name: str, out: Path, command: str, t0: float) -> Path:
+    """Export, check parity (ParityError when it fails) and write the next version."""
+    from training.onnx_export import check_parity, export_onnx, parity_record
+    from training.pipeline import training_inputs
+    from training.report import Entry, write_report
+    from training.repository import build_manifest, write_version
+
+    cfg = trained.config
     onnx_bytes = export_onnx(trained.model)
     pool = training_inputs(trained)
     parity = parity_record(
@@ -406,14 +424,13 @@ def _train_and_write(
         seconds = time.perf_counter() - t0
         write_report([Entry(name, trained, seconds)], version_dir / "report", command)
 
-    path = write_version(
+    return write_version(
         out,
         name,
         onnx_bytes,
         lambda v: build_manifest(trained, name, v, onnx_bytes, parity),
         add_report,
     )
-    return trained, path
 
 
 def _metrics_line(label: str, m: dict[str, dict[str, float]], units: str) -> str:
@@ -454,6 +471,10 @@ def summary(path: Path | str, trained: Trained, seconds: float) -> str:
         chosen += "; no refit"
     lines.append(f"  {chosen}")
     lines += _data_notes(trained)
+    if trained.search is not None:
+        lines.append(_choice_line(trained.search))
+    if ev.forecasts is not None:
+        lines += _forecast_lines(ev.forecasts)
     fit_s = h.seconds + (trained.refit.seconds if trained.refit is not None else 0.0)
     lines.append(
         f"  time: fit {fit_s:.1f} s (training{' and refit' if trained.refit else ''}), "
@@ -498,20 +519,48 @@ def _run_train(args: argparse.Namespace) -> int:
     from training.data import DataError
 
     _setup_logging(args.log_level)
+    # What the command line fixes is not searched; the rest takes TrainConfig's defaults.
+    fixed = {n for n in ("cell", "hidden_size", "window") if getattr(args, n) is not None}
+    if args.cell is None:
+        args.cell = TrainConfig.cell
+    if args.hidden_size is None:
+        args.hidden_size = TrainConfig.hidden_size
     name = args.name or f"{_default_prefix(args)}-{args.cell}"
     try:
+        search_cfg = _search_config(args)
         series, (cfg,) = _plan(args, [args.cell], [name])
     except (UsageError, DataError) as exc:
         return _fail("train", str(exc))
+    from training.baselines import start_baselines
     from training.onnx_export import ParityError
+    from training.pipeline import make_split, train
+    from training.search import search
 
     t0 = time.perf_counter()
-    try:
-        trained, path = _train_and_write(
-            series, cfg, name, args.out, _progress(args), _command_line("seqcast")
-        )
-    except ParityError as exc:
-        return _fail("train", f"ONNX export check failed, {name} not written: {exc}", 1)
+    split = make_split(series, cfg)
+    fitted_rows = split.val_end if cfg.refit else split.train_end
+    baselines = start_baselines(
+        series, fitted_rows, split.val_end, cfg.season, not args.no_statistical_baselines
+    )
+    if search_cfg.budget > 0:
+        choices = search(series, cfg, search_cfg, fixed, progress=_progress(args))
+    else:
+        choices = [train(series, cfg, progress=_progress(args))]
+    for i, trained in enumerate(choices):
+        trained = _with_forecasts(trained, baselines)
+        if args.name is None:  # named after the cell the search chose
+            name = f"{_default_prefix(args)}-{trained.config.cell}"
+        try:
+            path = _export_and_write(trained, name, args.out, _command_line("seqcast"), t0)
+            break
+        except ParityError as exc:
+            if i + 1 == len(choices):
+                return _fail("train", f"ONNX export check failed, {name} not written: {exc}", 1)
+            log.warning("the average failed the export check (%s); keeping the best alone", exc)
+            choices[i + 1].search["export_check_failed"] = {  # type: ignore[index]
+                "chosen": trained.search["chosen"],  # type: ignore[index]
+                "error": str(exc),
+            }
     print(summary(path, trained, time.perf_counter() - t0))
     return 0
 
@@ -644,3 +693,108 @@ def _evaluate_sine(args: argparse.Namespace) -> int:
             f"{r['ratios']['streaming_vs_persistence']:.4f}"
         )
     return 0
+
+
+# -- automatic model choice and baselines (training.search, training.baselines) -----------
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "automatic model choice and baselines",
+        "Without --cell, --hidden-size or --window, train searches them (and seeds) on the "
+        "validation rows; an option given holds that dimension.",
+    )
+    g.add_argument(
+        "--search-budget",
+        type=float,
+        default=DEFAULT_SEARCH_BUDGET,
+        metavar="SECONDS",
+        help="time for fitting candidates and refitting the chosen ones; 0 trains the given "
+        f"config alone (default: {DEFAULT_SEARCH_BUDGET:g})",
+    )
+    g.add_argument(
+        "--ensemble",
+        type=int,
+        default=DEFAULT_ENSEMBLE,
+        metavar="K",
+        help="average up to K candidates into one model when validation prefers it; 1 keeps "
+        f"the best (default: {DEFAULT_ENSEMBLE})",
+    )
+    g.add_argument(
+        "--no-statistical-baselines",
+        action="store_true",
+        help="skip the ARIMA and ETS baselines (statsmodels)",
+    )
+    # None marks an option left out: the search varies it (see _run_train).
+    p.set_defaults(cell=None, hidden_size=None)
+
+
+def _search_config(args: argparse.Namespace) -> SearchConfig:
+    try:
+        return SearchConfig(budget=args.search_budget, ensemble=args.ensemble)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _with_forecasts(trained: Trained, baselines: Any) -> Trained:
+    """`trained` with its 1- and 5-step forecasts scored beside the baselines."""
+    from dataclasses import replace
+
+    from training.baselines import forecast_table
+
+    table = forecast_table(baselines, trained.model, trained.scalers, trained.transform)
+    return replace(trained, evaluation=replace(trained.evaluation, forecasts=table))
+
+
+def _choice_line(record: dict[str, Any]) -> str:
+    members = [record["candidates"][i] for i in record["members"]]
+    what = ", ".join(
+        f"{m['cell']} {m['hidden_size']}/{m['window']}/{m.get('transform', 'none')}/seed "
+        f"{m['seed']}"
+        for m in members
+    )
+    scores = record["validation_score_by_k"]
+    k = len(members)
+    failed = record.get("export_check_failed")
+    if failed is not None:
+        record = {**record, "chosen": f"best ({failed['chosen']} failed the export check)"}
+    text = (
+        f"  model choice on validation: {record['chosen']} of {len(record['candidates'])} "
+        f"candidates (cell hidden/window/transform/seed: {what}); score {scores[str(k)]:.4f}"
+    )
+    if k > 1:
+        text += f" against {scores['1']:.4f} for the best alone"
+    elif len(scores) > 1:
+        text += f" (averaging scored {min(v for n, v in scores.items() if n != '1'):.4f})"
+    return (
+        text + f"; search {record['search_seconds']:.1f} s of a {record['config']['budget']:g} s "
+        "budget (score: validation RMSE / persistence RMSE, mean over 1 and 5 steps)"
+    )
+
+
+_LABELS = {"seqcast": "seqcast", "persistence": "persistence", "seasonal_naive": "seasonal naive"}
+
+
+def _forecast_lines(table: dict[str, Any]) -> list[str]:
+    rows = table["rows"]
+    lines = [
+        f"  test RMSE by horizon (rolling origin over the last {rows['count']} rows; baselines "
+        f"fitted on the first {table['baselines_fitted_on']} rows; season {table['season']}, "
+        f"{table['season_from']}):"
+    ]
+    methods = list(next(iter(table["horizons"].values())))
+    names = [_LABELS.get(m, table["statistical"].get(m, m)) for m in methods]
+    width = max(12, *(len(n) for n in names))
+    lines.append(
+        "    " + f"{'method':<{width}}" + "".join(f"{h + ' step':>12}" for h in table["horizons"])
+    )
+    for m, n in zip(methods, names, strict=True):
+        cells = "".join(
+            f"{table['horizons'][h][m]['rmse']:>12.4g}"
+            if m in table["horizons"][h]
+            else f"{'-':>12}"
+            for h in table["horizons"]
+        )
+        lines.append(f"    {n:<{width}}{cells}")
+    lines += [f"    note: {note}" for note in table["notes"]]
+    return lines

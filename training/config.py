@@ -148,3 +148,34 @@ def legacy_config(recorded: dict[str, Any]) -> TrainConfig:
     """
     values = {**_LEGACY, "lr_epochs": recorded.get("epochs", TrainConfig.epochs), **recorded}
     return TrainConfig(**values)
+
+
+# -- automatic model choice (training.search) ----------------------------------------------
+# The default budget keeps `seqcast train` with defaults on a 1,000-row series within about
+# two minutes on a 2-core machine, baselines, export and report included.
+DEFAULT_SEARCH_BUDGET = 60.0
+DEFAULT_ENSEMBLE = 3
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How `seqcast train` chooses its model on the validation rows; recorded in the manifest."""
+
+    # Seconds for fitting candidates and refitting the chosen ones (0: no search, train the
+    # given config alone). Candidates start only while their estimated cost still fits.
+    budget: float = DEFAULT_SEARCH_BUDGET
+    # Most candidates averaged into one model; the average of the top k is kept when it
+    # scores better on validation than fewer (1: always keep the best alone).
+    ensemble: int = DEFAULT_ENSEMBLE
+    seeds: int = 5  # seeds tried at most per structure (cell, hidden size, window, transform)
+
+    def __post_init__(self) -> None:
+        if not self.budget >= 0.0:
+            raise ValueError(f"search budget must be at least 0 seconds, got {self.budget!r}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be at least 1, got {self.ensemble}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -71,6 +71,8 @@ class Evaluation:
     # The same ways on the validation rows, by the model validation chose (before any refit
     # on them): the figures to tune on, where the test metrics are only to report.
     validation: dict[str, dict[str, float]] | None = None
+    # Forecasts 1 and 5 steps ahead beside the baselines (training.baselines.forecast_table).
+    forecasts: dict[str, Any] | None = None
 
     def ratios(self) -> dict[str, float]:
         """Headline figures: RMSE relative to the floor (if known) and to persistence."""
@@ -88,6 +90,8 @@ class Evaluation:
         out: dict[str, Any] = {"test": self.metrics, "ratios": self.ratios()}
         if self.validation is not None:
             out["validation"] = self.validation
+        if self.forecasts is not None:
+            out["forecasts"] = self.forecasts
         return out
 
 

@@ -7,7 +7,7 @@ plus validation for that many epochs, so it has seen the rows nearest the test s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,9 @@ class Trained:
     transform: TargetTransform = field(default_factory=lambda: TargetTransform())  # identity: none
     # Conformal interval widths from validation (training.intervals); None: not calibrated.
     intervals: dict[str, Any] | None = None
+    # How the model was chosen (training.search), when a search chose it: the manifest's
+    # training.search block.
+    search: dict[str, Any] | None = None
 
     @property
     def fitted_rows(self) -> int:
@@ -166,3 +169,40 @@ def training_inputs(trained: Trained) -> np.ndarray:
     mseries = trained.model_series
     rows = mseries.features[: trained.fitted_rows - trained.transform.lag]
     return apply(trained.scalers, mseries.feature_names, rows)
+
+
+def refit_trained(trained: Trained, progress: bool = False) -> Trained:
+    """`trained` (fitted without refit) refit on training + validation, as `train` would.
+
+    The same as `train` with refit on: the same transform, initialisation and batch order,
+    for the epochs the validated run chose. The validation figures and the interval widths
+    stay those of `trained` (both come from the model before the refit, as in `train`).
+    """
+    config = replace(trained.config, refit=True)
+    if trained.history.best_epoch < 1:  # validation never had a finite loss: nothing to refit
+        return replace(trained, config=config)
+    series, transform = trained.series, trained.transform
+    identity = transform.lag == 0 and transform.log is None  # as model_data leaves it
+    mseries = series if identity else trained.model_series
+    msplit = shifted(trained.split, transform.lag)
+    levels = None if mseries is series else series
+    t = None if levels is None else transform
+    device = resolve_device(config.device)
+    scalers = _scalers(mseries, config, msplit.val_end)
+    model = _new_model(mseries, config, device)
+    x, y = _tensors(mseries, scalers, device)
+    refitted = refit(model, x, y, msplit.val_end, trained.history.best_epoch, config, progress)
+    model = model.cpu().eval()
+    evaluation = evaluate(
+        torch_runner(model),
+        mseries,
+        msplit,
+        scalers,
+        config.window,
+        trained.evaluation.validation,
+        t,
+        levels,
+    )
+    return replace(
+        trained, model=model, config=config, scalers=scalers, evaluation=evaluation, refit=refitted
+    )

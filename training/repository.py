@@ -109,6 +109,7 @@ def build_manifest(
                     "epochs": refit.epochs_run,
                     "seconds": round(refit.seconds, 2),
                 },
+                "search": trained.search,  # how the model was chosen (null: not searched)
                 "versions": library_versions(),
                 "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             },

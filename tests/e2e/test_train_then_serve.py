@@ -39,6 +39,7 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train", "--csv", str(root / "data.csv"), "--features", "a", "b", "--cell", "lstm",
         "--hidden-size", "6", "--num-layers", "2", "--window", "24", "--burn-in", "4",
         "--epochs", "2", "--out", str(root / "models"), "--name", "e2e-lstm", "--no-progress",
+        "--search-budget", "0",  # one model, so that its config retrains it
     ]  # fmt: skip
     assert seqcast_main(argv) == 0  # `seqcast train`, found by entry point
     return root

@@ -84,6 +84,7 @@ def test_bad_option_value_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 def test_fill_option_lets_gaps_through(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("t,value\n0,1\n1,\n" + _good_rows(100))
     args = ["--csv", "data.csv", "--features", "value", "--fill", "ffill", *TINY, "--out", "repo"]
+    args += ["--search-budget", "0"]
     result = _run(tmp_path, "train", *args)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "repo" / "data-lstm" / "1" / "manifest.json").read_text())
@@ -94,7 +95,8 @@ def test_fill_option_lets_gaps_through(tmp_path: Path) -> None:
 
 def test_train_twice_writes_two_versions_and_evaluate_reads_them(tmp_path: Path) -> None:
     for expected in ("1", "2"):
-        result = _run(tmp_path, "train", "--cell", "rnn", "--name", "s", *TINY, "--out", "repo")
+        args = ["--cell", "rnn", "--name", "s", *TINY, "--out", "repo", "--search-budget", "0"]
+        result = _run(tmp_path, "train", *args)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"repo/s/{expected}: rnn, window 10; split train 640, ")
     v1 = tmp_path / "repo" / "s" / "1"
@@ -183,7 +185,18 @@ def test_cuda_without_a_gpu_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 # The real series: no --window, so the default must adapt to 100 rows.
 NILE = ["--csv", "nile.csv", "--features", "volume", "--time-column", "year"]
-SMALL = ["--hidden-size", "4", "--epochs", "3", "--no-progress", "--out", "repo"]
+# No search: these tests are about the split, the window and the refit of one model.
+SMALL = [
+    "--hidden-size",
+    "4",
+    "--epochs",
+    "3",
+    "--no-progress",
+    "--out",
+    "repo",
+    "--search-budget",
+    "0",
+]
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -274,6 +287,7 @@ def test_misleading_options_exit_2_and_write_nothing(
 
 def test_no_early_stopping_runs_every_epoch(tmp_path: Path) -> None:
     args = ["--patience", "1", "--lr", "0.05", "--lr-min", "0.05", "--no-early-stopping"]
+    args += ["--search-budget", "0"]
     result = _run(tmp_path, "train", "--cell", "rnn", *TINY, "--epochs", "4", *args, "--out", "r")
     assert result.returncode == 0, result.stderr
     t = _manifest(tmp_path / "r" / "sine-rnn" / "1")["training"]

@@ -1,0 +1,297 @@
+"""Automatic model choice on the validation rows only, within a time budget.
+
+    trained = search(series, config, SearchConfig(budget=60.0), fixed={"cell"})
+
+Candidates are fitted on the training rows and scored on the validation rows, by rolling
+origin at 1 and 5 steps (5 only when every input is a target), relative to persistence on
+the same rows: score = mean over horizons of RMSE / persistence RMSE. Nothing about the
+test rows takes part in the choice (each candidate is fitted by `pipeline.train`, which
+also scores them, but those figures are dropped with the candidate).
+
+The order of work:
+1. structures (SPACE below), first seed: the default first, then one dimension changed
+   from it, then two, ... while half the budget lasts;
+2. more seeds of the two best structures, alternately, while the budget lasts;
+3. the average of the top k candidates of the best one's cell (k = 1 .. ensemble), scored
+   on validation as the one model it is: the largest k within 1 % of the best score is
+   kept (AVERAGE_SLACK);
+4. the chosen members are refit on training + validation (when the config refits).
+
+A candidate starts only while the time spent, its expected cost (the mean of those before)
+and one refit still fit in the budget; the first always runs. An average has only as many
+members as the time left can refit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from training.baselines import Span, feedback_columns, model_scores, naive_paths, score_paths
+from training.config import SearchConfig, TrainConfig
+from training.data import Series, auto_burn_in
+from training.ensemble import Ensemble
+from training.evaluate import evaluate, evaluate_validation, torch_runner
+from training.fit import make_reproducible, resolve_device
+from training.intervals import calibrate
+from training.models import Forecaster
+from training.pipeline import Trained, make_split, refit_trained, resolve_transform, shifted, train
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"  # the window the data allows (training.data.auto_window): the config's window
+SHORT = "short"  # a quarter of it: a shorter memory, more subsequences per epoch
+# What the search varies and the values it tries, the first of each being the default.
+# A dimension given on the command line is held at the given value.
+SPACE: dict[str, tuple[Any, ...]] = {
+    "cell": ("lstm", "gru"),
+    "hidden_size": (32, 64),
+    "window": (AUTO, SHORT),
+    # "auto": the transform chosen from the training rows (training.transforms); "none"
+    # is tried too when that choice is not already none. A --transform other than auto
+    # holds it.
+    "transform": ("auto", "none"),
+}
+HORIZONS = (1, 5)
+EXPLORE_SHARE = 0.5  # of the budget for structures; the rest for more seeds
+AVERAGE_SLACK = 0.01  # an average within 1 % of the best validation score is preferred
+
+
+@dataclass
+class Candidate:
+    """One fitted candidate (before any refit) and its validation figures."""
+
+    config: TrainConfig
+    trained: Trained
+    validation: dict[int, float]  # RMSE per horizon, original units
+    score: float  # mean RMSE / persistence RMSE over the horizons
+    seconds: float  # fitting, scoring and the rest of train()
+
+    def record(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "cell": c.cell,
+            "hidden_size": c.hidden_size,
+            "window": c.window,
+            "transform": c.transform,
+            "seed": c.seed,
+            "epochs": self.trained.history.epochs_run,
+            "best_epoch": self.trained.history.best_epoch,
+            "seconds": round(self.seconds, 2),
+            "validation_rmse": {str(h): v for h, v in self.validation.items()},
+            "score": self.score,
+        }
+
+
+def structures(config: TrainConfig, fixed: Collection[str]) -> list[dict[str, Any]]:
+    """Every structure of SPACE (dimensions in `fixed` held at the config's value), the
+    default first, then ordered by how many dimensions differ from it."""
+    dims = {
+        name: (getattr(config, name),) if name in fixed else values
+        for name, values in SPACE.items()
+    }
+    default = {name: values[0] for name, values in dims.items()}
+    if "cell" not in fixed:
+        # The config's own cell first: --cell without search is the old default.
+        dims["cell"] = (config.cell, *(c for c in dims["cell"] if c != config.cell))
+        default["cell"] = config.cell
+    combos = [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*dims.values())]
+    return sorted(combos, key=lambda s: sum(s[k] != default[k] for k in s))
+
+
+def candidate_config(config: TrainConfig, structure: dict[str, Any], seed: int) -> TrainConfig:
+    """The config of one candidate: the structure's values, the seed, no refit yet."""
+    values = dict(structure)
+    window = config.window
+    if values.get("window") == SHORT:
+        window = max(2, config.window // 4)
+    elif values.get("window") != AUTO and "window" in values:
+        window = int(values["window"])
+    values["window"] = window
+    burn_in = config.burn_in if window == config.window else auto_burn_in(window)
+    return replace(config, **values, burn_in=burn_in, seed=seed, refit=False)
+
+
+def validation_scores(
+    model: Forecaster, trained: Trained, horizons: tuple[int, ...] = HORIZONS
+) -> tuple[dict[int, float], float]:
+    """RMSE per horizon on the validation rows and the score (mean ratio to persistence)."""
+    series, split = trained.series, trained.split
+    span = Span(series, split.train_end, split.val_end)
+    if feedback_columns(series) is None:
+        horizons = (1,)
+    horizons = tuple(h for h in horizons if h <= split.train_end) or (1,)
+    ours, _ = model_scores(model, series, trained.scalers, span, horizons, trained.transform)
+    hmax = max(horizons)
+    naive = score_paths(naive_paths(series.targets, span.origins(hmax), hmax, 1), span, horizons)
+    rmse = {h: ours[h]["rmse"] for h in horizons}
+    ratios = [rmse[h] / naive[h]["rmse"] if naive[h]["rmse"] > 0 else rmse[h] for h in horizons]
+    score = float(np.mean(ratios))
+    return rmse, score if np.isfinite(score) else float("inf")
+
+
+class _Budget:
+    """Seconds left for candidates, leaving room for the refit of the chosen members."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float], refit_share: float) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.start = clock()
+        self.refit_share = refit_share  # a refit's cost relative to its candidate's fit
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def expected(self, done: list[Candidate]) -> float:
+        """Seconds the next candidate should take: the mean of those before."""
+        return float(np.mean([c.seconds for c in done]))
+
+    def allows(self, done: list[Candidate], limit: float) -> bool:
+        """Whether one more candidate and then one refit fit within `limit` seconds."""
+        if not done:
+            return True
+        expected = self.expected(done)
+        return self.elapsed() + expected * (1.0 + self.refit_share) <= limit
+
+    def refits(self, done: list[Candidate]) -> int:
+        """How many refits the time left allows (at least one)."""
+        each = self.expected(done) * self.refit_share
+        if each <= 0.0:
+            return len(done)
+        return max(1, int((self.seconds - self.elapsed()) // each))
+
+
+def search(
+    series: Series,
+    config: TrainConfig,
+    search_config: SearchConfig,
+    fixed: Collection[str] = (),
+    progress: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[Trained]:
+    """The model chosen on validation within the budget, refit unless the config says not.
+
+    `fixed` names the dimensions of SPACE to hold at the config's value. Each result's
+    `search` field records every candidate, the choice and the time spent. When the choice
+    is an average, the best candidate alone follows it: the fallback should the average
+    fail the export check.
+    """
+    # torch's first deterministic run imports its compiler stack (seconds): done before the
+    # clock starts, so the first candidate's time predicts the others'.
+    make_reproducible(config, resolve_device(config.device))
+    split = make_split(series, config)
+    refit_share = split.val_end / split.train_end if config.refit else 0.0
+    budget = _Budget(search_config.budget, clock, refit_share)
+    done: list[Candidate] = []
+
+    def run(structure: dict[str, Any], seed: int) -> Candidate | None:
+        cfg = candidate_config(config, structure, seed)
+        if any(c.config == cfg for c in done):  # e.g. a short window equal to the full one
+            return None
+        t0 = clock()
+        trained = train(series, cfg, progress=progress)
+        rmse, score = validation_scores(trained.model, trained)
+        done.append(Candidate(cfg, trained, rmse, score, clock() - t0))
+        log.info("candidate %s seed %d: score %.4f", structure, seed, score)
+        return done[-1]
+
+    held = set(fixed)
+    chosen = resolve_transform(series, config, split)
+    if config.transform != "auto" or (chosen.lag == 0 and chosen.log is None):
+        held.add("transform")  # given, or auto already means none: nothing to try
+    shapes = structures(config, held)
+    firsts: list[tuple[dict[str, Any], Candidate]] = []
+    for shape in shapes:
+        if not budget.allows(done, search_config.budget * EXPLORE_SHARE):
+            break
+        found = run(shape, config.seed)
+        if found is not None:
+            firsts.append((shape, found))
+    ranked = sorted(firsts, key=lambda sc: sc[1].score)[:2]
+    extra = [(shape, config.seed + s) for s in range(1, search_config.seeds) for shape, _ in ranked]
+    for shape, seed in extra:
+        if not budget.allows(done, search_config.budget):
+            break
+        run(shape, seed)
+    searched = budget.elapsed()
+    return _finish(done, config, search_config, len(shapes), searched, budget, progress)
+
+
+def _finish(
+    done: list[Candidate],
+    config: TrainConfig,
+    search_config: SearchConfig,
+    n_structures: int,
+    searched: float,
+    budget: _Budget,
+    progress: bool,
+) -> list[Trained]:
+    """Average the top k when validation prefers it; refit; score the test rows once."""
+    order = sorted(done, key=lambda c: c.score)
+    best = order[0]
+    # As many members as the time left can refit (when refitting), up to the ensemble size.
+    most = search_config.ensemble if not config.refit else budget.refits(done)
+    # Members share the cell (one state layout) and the transform (one output unit).
+    same = [c for c in order if (c.config.cell, c.config.transform) == _kind(best.config)]
+    pool = same[: min(search_config.ensemble, most)]
+    scores = {1: best.score}
+    for k in range(2, len(pool) + 1):
+        members = Ensemble([c.trained.model for c in pool[:k]])
+        scores[k] = validation_scores(members, best.trained)[1]
+    # The most members whose average scores within AVERAGE_SLACK of the best score: the
+    # best single candidate's score is biased low by its selection among many on a few
+    # validation rows, an average's much less, and averaging steadies the seed's effect.
+    top = min(scores.values())
+    k = max(n for n, v in scores.items() if v <= top * (1.0 + AVERAGE_SLACK))
+    chosen = pool[:k]
+    if config.refit:
+        finals = [refit_trained(c.trained, progress) for c in chosen]
+    else:
+        finals = [c.trained for c in chosen]
+    head = finals[0]
+    record: dict[str, Any] = {
+        "config": search_config.to_dict(),
+        "space": {n: list(v) for n, v in SPACE.items()},
+        "structures": n_structures,
+        "candidates": [c.record() for c in done],
+        "chosen": "best" if k == 1 else f"average of the top {k}",
+        "members": [done.index(c) for c in chosen],
+        "validation_score_by_k": {str(n): s for n, s in scores.items()},
+        "search_seconds": round(searched, 2),
+        "seconds": round(budget.elapsed(), 2),
+    }
+    if k == 1:
+        return [replace(head, search=record)]
+    # The members share the scalers: the same kind fitted on the same (transformed) rows.
+    model = Ensemble([t.model for t in finals])
+    before = Ensemble([c.trained.model for c in chosen])
+    train_scalers = chosen[0].trained.scalers
+    transform = head.transform
+    identity = transform.lag == 0 and transform.log is None
+    mseries = head.series if identity else head.model_series
+    msplit = shifted(head.split, transform.lag)
+    levels = None if identity else head.series
+    t = None if identity else transform
+    window = head.config.window
+    validation = evaluate_validation(
+        torch_runner(before), mseries, msplit, train_scalers, window, t, levels
+    )
+    intervals = calibrate(before, mseries, msplit, train_scalers, transform, levels)
+    evaluation = evaluate(
+        torch_runner(model), mseries, msplit, head.scalers, window, validation, t, levels
+    )
+    alone = {**record, "chosen": "best", "members": record["members"][:1]}
+    return [
+        replace(head, model=model, evaluation=evaluation, intervals=intervals, search=record),
+        replace(head, search=alone),
+    ]
+
+
+def _kind(config: TrainConfig) -> tuple[str, str]:
+    return config.cell, config.transform
