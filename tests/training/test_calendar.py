@@ -163,7 +163,7 @@ def test_train_reports_the_grid_what_was_filled_and_test_values_far_out(tmp_path
     (tmp_path / "cpi.csv").write_text("date,cpi\n" + "\n".join(rows) + "\n")
     args = ["--csv", "cpi.csv", "--features", "cpi", "--time-column", "date"]
     args += ["--calendar", "quarter", "--fill", "interpolate", "--transform", "none"]
-    args += ["--range-k", "0.25"]
+    args += ["--range-k", "0.25", "--search-budget", "0"]
     args += ["--hidden-size", "4", "--window", "10", "--burn-in", "2", "--epochs", "2"]
     result = subprocess.run(
         [sys.executable, "-m", "training", "train", *args, "--no-progress", "--out", "repo"],
