@@ -392,8 +392,13 @@ class SessionManager:
             ],
             alone=not keep_answer,
         )
+        predictions, forecast = out.predictions, out.forecast
         if keep_answer:  # (time + horizon, targets) float32, the two parts one after the other
-            answer = pack_state(out.predictions) + pack_state(out.forecast)
+            if predictions.dtype != np.float32:  # levels rebuilt in float64 (service.transforms)
+                # Answered as kept, so that a retry's answer is the very same numbers.
+                predictions = predictions.astype(np.float32)
+                forecast = forecast.astype(np.float32)
+            answer = pack_state(predictions) + pack_state(forecast)
             applied = AppliedStep(record.offset, digest, answer=answer)
         else:
             applied = AppliedStep(record.offset, digest, h_before=record.h, c_before=record.c)
@@ -415,7 +420,7 @@ class SessionManager:
         )
         stamps = forecast_timestamps(model, time, horizon) if time is not None else None
         result = _result(
-            record, record.offset, steps, out.predictions, out.forecast, False, stamps, out.h, out.c
+            record, record.offset, steps, predictions, forecast, False, stamps, out.h, out.c
         )
         advance_now = self._advance_now
         if advance_now is not None:
