@@ -377,21 +377,10 @@ class SessionManager:
         keep_answer = self._answer_fits(model, steps, horizon)
         # A step too large to keep runs alone (never batched with other calls), as its
         # replay will, so that both give the same numbers.
-        (out,) = await self._run(
-            model,
-            [
-                SeriesInput(
-                    values=values,
-                    h=h,
-                    c=c,
-                    horizon=horizon,
-                    levels=levels,
-                    future=future,
-                    time=time,
-                )
-            ],
-            alone=not keep_answer,
+        series = SeriesInput(
+            values=values, h=h, c=c, horizon=horizon, levels=levels, future=future, time=time
         )
+        out = await self._run_one(model, series, alone=not keep_answer)
         predictions, forecast = out.predictions, out.forecast
         if keep_answer:  # (time + horizon, targets) float32, the two parts one after the other
             if predictions.dtype != np.float32:  # levels rebuilt in float64 (service.transforms)
@@ -468,21 +457,10 @@ class SessionManager:
             before = unpack_time(last.h_before, model)
             timed = timed_values(model, values, horizon, timestamp, before, "timestamp")
             values, future, time = timed.values, timed.future, timed.last
-        (out,) = await self._run(
-            model,
-            [
-                SeriesInput(
-                    values=values,
-                    h=h,
-                    c=c,
-                    horizon=horizon,
-                    levels=levels,
-                    future=future,
-                    time=time,
-                )
-            ],
-            alone=True,
+        series = SeriesInput(
+            values=values, h=h, c=c, horizon=horizon, levels=levels, future=future, time=time
         )
+        out = await self._run_one(model, series, alone=True)
         stamps = forecast_timestamps(model, time, horizon)
         return _result(
             record,
@@ -495,6 +473,11 @@ class SessionManager:
             h_after,
             c_after,
         )
+
+    async def _run_one(self, model: LoadedModel, series: SeriesInput, alone: bool) -> SeriesOutput:
+        """The model's output for one series (`alone`: never batched with other calls)."""
+        (out,) = await self._run(model, [series], alone=alone)
+        return out
 
     def _remembered(self, session_id: str, owner: str, offset: int | None) -> SessionRecord | None:
         """The remembered record, only when the step continues it exactly (or, for a step
