@@ -5,11 +5,16 @@ thread, so small calls run on the event loop (`inline_max_steps`, measured in
 docs/benchmarks.md); larger ones go to the thread pool and never block the loop.
 
 Small calls for the same model that arrive together are answered by one
-`InferenceCore.predict`: the first schedules a flush for the next turn of the event
-loop, and every call made before that turn joins it. Under concurrent load this
-turns many `session.run` calls of batch 1 into one of batch N, at the cost of one
-loop turn of latency; a lone request waits for nothing. Predictions do not depend
-on what else is in the batch (each series is its own row, with its own state).
+`InferenceCore.predict`: the first schedules a flush for a later turn of the event
+loop, and every call made before it joins. Under concurrent load this turns many
+`session.run` calls of batch 1 into one of batch N. While the last batch answered
+several calls (the server is under concurrent load), the flush waits two turns: a
+request whose bytes arrived while the previous batch ran is read in the next turn's
+I/O, and its handling starts after the callbacks already queued, so with one turn it
+would run in a batch of its own, and the requests would settle into several groups
+that alternate, each run apart. Otherwise (a lone request) it waits one turn. Either
+costs microseconds of latency. Predictions do not depend on what else is in the batch
+(each series is its own row, with its own state).
 
 The thread pool runs at most `pool_runs` calls at once, so large requests cannot take
 every core from the event loop that answers the small ones; more wait their turn, up
@@ -90,6 +95,7 @@ class ModelRunner:
         self._cores: WeakKeyDictionary[LoadedModel, InferenceCore] = WeakKeyDictionary()
         self._retired: WeakSet[LoadedModel] = WeakSet()  # versions a reload removed
         self._waiting: dict[LoadedModel, list[_Call]] = {}
+        self._crowded = False  # the last batch answered several calls: flush a turn later
 
     def core(self, model: LoadedModel) -> InferenceCore:
         core = self._cores.get(model)
@@ -127,7 +133,10 @@ class ModelRunner:
         waiting = self._waiting.get(model)
         if waiting is None:
             waiting = self._waiting[model] = []
-            loop.call_soon(self._flush, model)
+            if self._crowded:  # two turns: see above
+                loop.call_soon(loop.call_soon, self._flush, model)
+            else:
+                loop.call_soon(self._flush, model)
         call = _Call(inputs, steps, loop.create_future(), ticket)
         waiting.append(call)
         return await call.future
@@ -192,6 +201,7 @@ class ModelRunner:
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)
+        self._crowded = len(calls) > 1
         core = self.core(model)
         records = self._records
         for batch in _batches(calls, self._inline_max_steps):

@@ -98,6 +98,27 @@ async def test_a_call_after_the_flush_starts_a_new_batch(
     assert first[0].predictions.shape == second[0].predictions.shape == (3, 1)
 
 
+@pytest.mark.parametrize("crowded", [False, True])
+async def test_under_load_a_call_made_a_loop_turn_later_still_joins_the_batch(
+    lstm: LoadedModel, monkeypatch: pytest.MonkeyPatch, crowded: bool
+) -> None:
+    # Under concurrent load (the last batch answered several calls), a request whose
+    # bytes arrive while the previous batch runs starts its handling one turn of the
+    # event loop after the first call of the next batch: it joins that batch. A lone
+    # call (the last batch answered one) does not wait for such a call.
+    rng = np.random.default_rng(10)
+    sizes = count_predicts(monkeypatch)
+    runner = ModelRunner(inline_max_steps=1024)
+    before = [[series(rng, 3, True)] for _ in range(2 if crowded else 1)]
+    await asyncio.gather(*(runner.run(lstm, inputs) for inputs in before))
+    first = asyncio.ensure_future(runner.run(lstm, [series(rng, 3, True)]))
+    await asyncio.sleep(0)  # the first call runs up to its wait: its flush is scheduled
+    assert not first.done()
+    second = asyncio.ensure_future(runner.run(lstm, [series(rng, 3, True)]))
+    await asyncio.gather(first, second)
+    assert sizes == ([2, 2] if crowded else [1, 1, 1])
+
+
 async def test_an_error_reaches_only_the_call_at_fault(tmp_path: Path) -> None:
     model = load(write_model(tmp_path, "one-feature", "rnn", hidden=4))
     fine = [SeriesInput(values=np.array([[0.5], [0.25]], np.float32))]
