@@ -39,6 +39,9 @@ class SeriesInput:
     # rolled-out steps, and the grid position of the last value (None: no time known).
     future: np.ndarray | None = None
     time: int | None = None
+    # Normalized-conformal intervals (service.transforms.ErrorScale): the scale state
+    # (2, targets) float32 the state carries; None: a fresh one.
+    scale: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +54,7 @@ class SeriesOutput:
     c: np.ndarray | None  # (num_layers, hidden) for LSTM, else None
     levels: np.ndarray | None = None  # (<= lag, targets): transformed models with a lag
     time: int | None = None  # dated models: the grid position of the last observed value
+    scale: np.ndarray | None = None  # normalized-conformal intervals: the scale state after
 
 
 def work_steps(inputs: Sequence[SeriesInput]) -> int:
@@ -96,6 +100,10 @@ class InferenceCore:
         if self._timed:
             for s, out in zip(inputs, results, strict=True):
                 out.time = s.time
+        scale = self.model.error_scale
+        if scale is not None:  # the intervals' running scale, whether asked for or not
+            for s, out in zip(inputs, results, strict=True):
+                out.scale = scale.update(s.scale, s.values, out.predictions)
         return results
 
     def _predict_transformed(

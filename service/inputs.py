@@ -83,6 +83,7 @@ def series_inputs(
             if model.transformed:
                 check_domain(values, model, "values")
                 levels = levels_array(s.state, model, "state")
+            scale = scale_array(s.state, model, "state") if s.state is not None else None
             future = last = None
             # Not every protocol's series has a stamp (getattr): those send none.
             timestamp = getattr(s, "timestamp", None)
@@ -113,9 +114,10 @@ def series_inputs(
                 levels=levels,
                 future=future,
                 time=last,
+                scale=scale,
             )
             if model.timed
-            else SeriesInput(values=values, h=h, c=c, horizon=s.horizon, levels=levels)
+            else SeriesInput(values=values, h=h, c=c, horizon=s.horizon, levels=levels, scale=scale)
         )
         work += values.shape[0] + s.horizon - 1
     if work > limits.max_work:
@@ -354,6 +356,37 @@ def levels_array(state: StateIn | None, model: LoadedModel, field: str) -> np.nd
                 f"{field}.levels[{row}]",
             )
     return array
+
+
+def scale_array(state: StateIn | None, model: LoadedModel, field: str) -> np.ndarray | None:
+    """The state's interval scale (2, targets) float32 (service.transforms.ErrorScale) for
+    a model with normalized-conformal intervals; None: start afresh (no state, or a state
+    without one, as from before such intervals: the documented fallback)."""
+    given = getattr(state, "scale", None)  # protocols whose states have none pass None
+    if given is None:
+        return None
+    targets = model.manifest.targets
+    if model.error_scale is None:
+        raise InputError(
+            "unknown_field",
+            f"{field}.scale must be absent: model {model.name!r} has no normalized-conformal "
+            "intervals",
+            f"{field}.scale",
+        )
+    out = model.error_scale.fresh()
+    for row, name in ((0, "mean_square"), (1, "last")):
+        numbers = getattr(given, name)
+        if numbers is None:
+            continue
+        if len(numbers) != len(targets):
+            raise InputError(
+                "invalid_shape",
+                f"{field}.scale.{name} must be {len(targets)} number(s) ({', '.join(targets)}) "
+                f"for model {model.name!r}, got {len(numbers)}",
+                f"{field}.scale.{name}",
+            )
+        out[row] = numbers
+    return out
 
 
 MAX_INTERVALS = 8  # interval levels one request may ask for

@@ -1,8 +1,14 @@
-"""Prediction intervals from a manifest's split-conformal widths (training/intervals.py).
+"""Prediction intervals from a manifest's conformal widths (training/intervals.py).
 
 The widths cover a share `levels[k]` of the validation errors at each horizon step; a
 requested level between two kept ones is interpolated. Widths in log units (a log
 transform) scale the interval with the forecast.
+
+Normalized-conformal widths are multiples of a scale known at the forecast origin,
+sqrt(base + m): m is an exponentially weighted mean of the squared one-step errors (in the
+widths' units) that the stream has seen. The state carries it (service.transforms
+ErrorScale): m, and the last one-step prediction, which the next call's first value is
+scored against.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from service.repository import LoadedModel
 
 
 def intervals(
-    model: LoadedModel, forecast: np.ndarray, levels: Sequence[float]
+    model: LoadedModel,
+    forecast: np.ndarray,
+    levels: Sequence[float],
+    scale: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One {level, lower, upper} per requested level for a forecast (H, O) in levels.
+    """One {level, lower, upper} per requested level for a forecast (H, O) in levels;
+    `scale`: the stream's scale state after its values (normalized-conformal models).
 
     Checked beforehand (service.inputs.check_intervals): calibrated, H within its steps.
     """
@@ -26,6 +36,9 @@ def intervals(
     assert calibrated is not None
     grid = np.asarray(calibrated.levels)
     widths = np.asarray(calibrated.widths)[: forecast.shape[0]]  # (H, O, G)
+    if model.error_scale is not None:
+        state = model.error_scale.fresh() if scale is None else scale
+        widths = widths * model.error_scale.scale(state)[None, :, None]
     out = []
     for p in levels:
         k = int(np.searchsorted(grid, p))  # grid[k - 1] < p <= grid[k]

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from service.transforms import ErrorScale
 from training.manifest import NAME_PATTERN, Manifest, TensorSpec, shapes_match
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ class LoadedModel:
     state_shape: tuple[int, int] = field(init=False)
     state_bytes: int = field(init=False)
     is_lstm: bool = field(init=False)
+    # Normalized-conformal intervals (service.intervals): the running scale the state
+    # carries, (2, targets) float32; None for a model with static widths or none.
+    error_scale: ErrorScale | None = field(init=False)
+    # The state carries more than h and c: levels, a time or an interval scale.
+    extra_state: bool = field(init=False)
     # Dated models (service.calendar): the state carries a grid position; calendar inputs
     # are computed, so a client sends `client_inputs` columns of the `input_size`.
     timed: bool = field(init=False)
@@ -86,8 +92,13 @@ class LoadedModel:
         object.__setattr__(self, "lag", self.manifest.lag)
         a = self.manifest.architecture
         object.__setattr__(self, "state_shape", (a.num_layers, a.hidden_size))
-        # Bytes of a session's packed h: h, then for a lag the levels (count + lag rows).
+        # Bytes of a session's packed h: h, then for a lag the levels (count + lag rows),
+        # then for normalized-conformal intervals the scale state (2 rows).
         extra = 1 + self.lag * a.output_size if self.lag else 0
+        i = self.manifest.intervals
+        scale = ErrorScale(self.manifest) if i is not None and i.decay is not None else None
+        object.__setattr__(self, "error_scale", scale)
+        extra += 2 * a.output_size if scale is not None else 0
         timed = self.manifest.time is not None
         # A dated model's blob ends with the grid position: 8 bytes (record.pack_h).
         size = (a.num_layers * a.hidden_size + extra) * 4 + (8 if timed else 0)
@@ -106,6 +117,7 @@ class LoadedModel:
         object.__setattr__(self, "far_low", low)
         object.__setattr__(self, "far_high", high)
         object.__setattr__(self, "is_lstm", self.manifest.is_lstm)
+        object.__setattr__(self, "extra_state", bool(self.lag or timed or scale is not None))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ call can be differenced and every prediction rebuilt in levels: the state carrie
 
 A fresh stream's first `lag` values have nothing to difference from: they only fill the
 levels, the model does not step on them, and their predictions are null (NaN).
+
+ErrorScale: the running scale of normalized-conformal intervals (service/intervals.py),
+carried in the state beside the levels.
 """
 
 from __future__ import annotations
@@ -104,3 +107,68 @@ class StreamTransform:
         for h in range(predicted.shape[0]):
             path[self.lag + h] = path[h] + predicted[h]
         return self.exp_of(path[self.lag :])
+
+
+# The largest mean square a state keeps: float32's largest finite value, rounded down.
+_M_MAX = 3.0e38
+
+
+class ErrorScale:
+    """The running scale of one model's normalized-conformal intervals.
+
+    A stream's scale state is (2, targets) float32: row 0 the mean square m, row 1 the last
+    one-step prediction in the widths' units (NaN: none yet, as for a fresh stream).
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        calibrated = manifest.intervals
+        assert calibrated is not None
+        assert calibrated.decay is not None
+        assert calibrated.base is not None
+        self.decay = calibrated.decay
+        self.base = np.asarray(calibrated.base, dtype=np.float64)  # (O,)
+        self.space = calibrated.space
+        # Where each target is among the inputs (the manifest checks every target is one).
+        self.cols = [manifest.features.index(t) for t in manifest.targets]
+
+    def fresh(self) -> np.ndarray:
+        """A fresh stream's state: m at the base, no prediction yet."""
+        out = np.empty((2, self.base.shape[0]), dtype=np.float32)
+        out[0] = self.base
+        out[1] = np.nan
+        return out
+
+    def units(self, y: np.ndarray) -> np.ndarray:
+        """Values in the widths' units (the log for a log transform)."""
+        with np.errstate(divide="ignore", invalid="ignore"):  # a log1p model's 0: fine
+            if self.space == "log":
+                return np.log(y)  # type: ignore[no-any-return]
+            if self.space == "log1p":
+                return np.log1p(y)  # type: ignore[no-any-return]
+        return y
+
+    def update(
+        self, state: np.ndarray | None, values: np.ndarray, predictions: np.ndarray
+    ) -> np.ndarray:
+        """The state after values (T, F) and their one-step predictions (T, O) in levels
+        (NaN where none): each value scored against the prediction made before it."""
+        prior = self.fresh() if state is None else state
+        actual = self.units(values[:, self.cols].astype(np.float64))  # (T, O)
+        pred = self.units(predictions.astype(np.float64))  # (T, O)
+        before = np.concatenate([prior[1:2].astype(np.float64), pred[:-1]])  # (T, O)
+        err = actual - before
+        valid = np.isfinite(err)
+        # m = d^n m0 + sum over the n errors (1 - d) d^(later errors) e^2, in one pass.
+        later = np.cumsum(valid[::-1], axis=0)[::-1] - valid  # valid errors after each row
+        d = self.decay
+        weights = np.where(valid, (1.0 - d) * d ** later.astype(np.float64), 0.0)
+        n = valid.sum(axis=0)
+        m = d**n * prior[0] + (weights * np.where(valid, err, 0.0) ** 2).sum(axis=0)
+        out = np.empty_like(prior, dtype=np.float32)
+        out[0] = np.minimum(m, _M_MAX)  # finite in float32 (and in JSON), whatever came
+        out[1] = pred[-1] if pred.shape[0] else prior[1]
+        return out
+
+    def scale(self, state: np.ndarray) -> np.ndarray:
+        """sqrt(base + m) (O,): what the widths are multiplied by."""
+        return np.sqrt(self.base + state[0].astype(np.float64))  # type: ignore[no-any-return]

@@ -118,17 +118,25 @@ class TargetTransform(_Model):
 
 
 class Intervals(_Model):
-    """Split-conformal interval half-widths per horizon step (training/intervals.py).
+    """Conformal interval half-widths per horizon step (training/intervals.py).
 
     widths[step][target][k] covers a share levels[k] of the validation errors `step + 1`
-    steps ahead, in levels or, for a log transform, in log units (`space`).
+    steps ahead, in levels or, for a log transform, in log units (`space`); for
+    normalized-conformal, of those errors divided by the scale at their origin.
     """
 
-    method: Literal["split-conformal"] = "split-conformal"
+    method: Literal["split-conformal", "normalized-conformal"] = "split-conformal"
     space: Literal["levels", "log", "log1p"] = "levels"
     calibration_rows: int = Field(ge=1)
     levels: list[float] = Field(min_length=2)
     widths: list[list[list[float]]] = Field(min_length=1)
+    # normalized-conformal only (absent in older manifests: static widths). The widths are
+    # then multiples of a scale known at the forecast origin, sqrt(base + mean_square), where
+    # mean_square is an exponentially weighted mean (weight `decay` on the previous value) of
+    # the squared one-step errors in `space`, carried in the state; base: per target, the
+    # mean squared one-step validation error, which a fresh stream's mean_square starts at.
+    decay: float | None = Field(None, gt=0.0, lt=1.0)
+    base: list[float] | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Intervals:
@@ -138,6 +146,11 @@ class Intervals(_Model):
             for col in step:
                 if len(col) != len(self.levels):
                     raise ValueError("intervals.widths must have one width per level")
+        adaptive = self.method == "normalized-conformal"
+        if adaptive != (self.decay is not None) or adaptive != (self.base is not None):
+            raise ValueError("intervals.decay and .base are given with normalized-conformal only")
+        if self.base is not None and any(not math.isfinite(b) or b <= 0.0 for b in self.base):
+            raise ValueError("intervals.base must be positive and finite")
         return self
 
 
@@ -330,6 +343,11 @@ class Manifest(_Model):
             len(step) != len(self.targets) for step in self.intervals.widths
         ):
             raise ValueError("intervals.widths must have one entry per target at every step")
+        if self.intervals is not None and self.intervals.base is not None:
+            if len(self.intervals.base) != len(self.targets):
+                raise ValueError("intervals.base must have one entry per target")
+            if not set(self.targets) <= set(self.features):
+                raise ValueError("normalized-conformal intervals need every target as a feature")
         t = self.transform
         if t is not None and t.lag > 0 and not set(self.targets) <= set(self.features):
             raise ValueError(

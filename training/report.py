@@ -107,7 +107,9 @@ def one_step_band(
     if t.intervals is None:
         return None
     grid = np.asarray(t.intervals["levels"])
-    width = float(np.interp(level, grid, np.asarray(t.intervals["widths"][0][0])))
+    width: Any = float(np.interp(level, grid, np.asarray(t.intervals["widths"][0][0])))
+    if t.intervals["method"] == "normalized-conformal":
+        width = width * _test_scale(t)  # (n_test,): the scale at each prediction's origin
     space = t.intervals["space"]
     if space == "log":
         return pred * np.exp(-width), pred * np.exp(width)
@@ -115,6 +117,23 @@ def one_step_band(
         z = np.log1p(pred)
         return np.maximum(np.expm1(z - width), 0.0), np.expm1(z + width)
     return pred - width, pred + width
+
+
+def _test_scale(t: Trained) -> np.ndarray:
+    """The normalized-conformal scale (first target) at the origin of each test row's
+    one-step prediction, followed from the start of the series as the service does."""
+    from training.intervals import one_step_errors, running_mean_square
+
+    assert t.intervals is not None
+    tr = t.transform
+    identity = tr.lag == 0 and tr.log is None
+    mseries = t.series if identity else t.model_series
+    levels = None if identity else t.series
+    errors = one_step_errors(t.model, mseries, t.scalers, mseries.rows, tr, levels)
+    base = np.asarray(t.intervals["base"])
+    m = running_mean_square(errors, base, t.intervals["decay"])
+    origins = np.arange(t.split.val_end, t.split.rows) - tr.lag - 1  # model rows
+    return np.asarray(np.sqrt(base + m[origins])[:, 0])
 
 
 def plot_errors(entries: Sequence[Entry], path: Path) -> None:

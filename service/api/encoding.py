@@ -31,6 +31,7 @@ def state_json(
     c: np.ndarray | None,
     levels: np.ndarray | None = None,
     time: int | None = None,
+    scale: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """A state as clients send it back: bound to the model name and version."""
     state: dict[str, Any] = {"model": model.name, "version": model.version, "h": h}
@@ -40,6 +41,12 @@ def state_json(
         state["levels"] = rows_json(levels)
     if time is not None and model.manifest.time is not None:
         state["time"] = model.manifest.time.stamp(time).isoformat()
+    if scale is not None:
+        last = scale[1]
+        state["scale"] = {
+            "mean_square": scale[0],
+            "last": None if np.isnan(last).any() else last,
+        }
     return state
 
 
@@ -55,11 +62,11 @@ def predict_json(
     for i, out in enumerate(outputs):
         item: dict[str, Any] = {"forecast": rows_json(out.forecast)}
         if return_state:
-            item["state"] = state_json(model, out.h, out.c, out.levels, out.time)
+            item["state"] = state_json(model, out.h, out.c, out.levels, out.time, out.scale)
         if return_predictions:
             item["predictions"] = rows_json(out.predictions)
         if interval_levels is not None and interval_levels[i]:
-            item["intervals"] = intervals(model, out.forecast, interval_levels[i] or ())
+            item["intervals"] = intervals(model, out.forecast, interval_levels[i] or (), out.scale)
         if out.time is not None:
             item["forecast_timestamps"] = forecast_timestamps(model, out.time, len(out.forecast))
         series.append(item)
@@ -87,7 +94,7 @@ def observe_json(
         "forecast": rows_json(step.forecast),
     }
     if model is not None and interval_levels:
-        answer["intervals"] = intervals(model, step.forecast, interval_levels)
+        answer["intervals"] = intervals(model, step.forecast, interval_levels, step.scale)
     if step.forecast_timestamps is not None:
         answer["forecast_timestamps"] = step.forecast_timestamps
     return orjson.dumps(answer, option=_OPTIONS)

@@ -334,6 +334,21 @@ def state_schema(model: LoadedModel) -> dict[str, Any]:
         }
     else:
         properties["time"] = {"type": "null", "description": "absent: no time column"}
+    if model.error_scale is not None:
+        targets = len(model.manifest.targets)
+        numbers = {"type": "array", "items": _number(), "minItems": targets, "maxItems": targets}
+        properties["scale"] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mean_square": numbers,
+                "last": {"anyOf": [numbers, {"type": "null"}]},
+            },
+            "required": ["mean_square"],
+            "description": "the running scale of the adaptive intervals (absent: afresh)",
+        }
+    else:
+        properties["scale"] = {"type": "null", "description": "absent: no adaptive intervals"}
     return {
         "type": "object",
         "additionalProperties": False,

@@ -76,6 +76,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class StateScale(StrictModel):
+    """The running scale of normalized-conformal intervals, as an answer gave it."""
+
+    mean_square: list[Annotated[Number, Field(ge=0.0)]] = Field(
+        min_length=1,
+        description="per target: the weighted mean of the squared one-step errors so far",
+    )
+    last: list[Number] | None = Field(
+        None,
+        description="per target: the last one-step prediction (in the intervals' units), "
+        "which the next value is scored against; null: none yet",
+    )
+
+
 class State(StrictModel):
     """Recurrent state after the last observed value of an earlier answer."""
 
@@ -92,6 +106,11 @@ class State(StrictModel):
         None,
         description="models trained on dated rows: the stamp of the last observed value, "
         "which the next values follow",
+    )
+    scale: StateScale | None = Field(
+        None,
+        description="models with normalized-conformal intervals: the running scale of "
+        "their widths; absent: it starts afresh (from the calibration's)",
     )
 
 

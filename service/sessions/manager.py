@@ -37,6 +37,7 @@ from service.sessions.record import (
     pack_state,
     step_digest,
     unpack_h,
+    unpack_scale,
     unpack_state,
     unpack_time,
 )
@@ -98,6 +99,8 @@ class StepResult:
     forecast_timestamps: list[str] | None = None  # dated models whose session knows its time
     h: np.ndarray | None = None  # (num_layers, hidden): the session's state after the step
     c: np.ndarray | None = None  # LSTM only
+    # Normalized-conformal intervals: the interval scale after the step (ErrorScale).
+    scale: np.ndarray | None = None
 
 
 class SessionManager:
@@ -173,6 +176,7 @@ class SessionManager:
         c: np.ndarray | None = None,
         levels: np.ndarray | None = None,  # (<= lag, targets): models with a lag only
         time: int | None = None,  # dated models: grid position of the last value (or none)
+        scale: np.ndarray | None = None,  # normalized-conformal intervals: (2, targets)
         session_id: str | None = None,
     ) -> SessionRecord:
         """A new session of `owner` at offset 0, or after the warm-up values (their calendar
@@ -186,15 +190,17 @@ class SessionManager:
         zeros = np.zeros((layers, hidden), dtype=np.float32)
         offset = 0
         if warmup is not None:
-            (out,) = await self._run(model, [SeriesInput(values=warmup, h=h, c=c, levels=levels)])
+            series = SeriesInput(values=warmup, h=h, c=c, levels=levels, scale=scale)
+            (out,) = await self._run(model, [series])
             h, c, levels, offset = out.h, out.c, out.levels, int(warmup.shape[0])
+            scale = out.scale
         now = self._clock()
         record = SessionRecord(
             id=secrets.token_urlsafe(16) if session_id is None else session_id,
             model=model.name,
             version=model.version,
             offset=offset,
-            h=pack_h(zeros if h is None else h, levels, model, time),
+            h=pack_h(zeros if h is None else h, levels, model, time, scale),
             c=(pack_state(zeros if c is None else c) if model.manifest.is_lstm else None),
             created_at=now,
             updated_at=now,
@@ -355,10 +361,11 @@ class SessionManager:
         timestamp: str | None = None,
     ) -> tuple[Advance, StepResult, SessionRecord]:
         shape = model.state_shape
-        levels = None
+        levels = scale = None
         future = time = None
-        if model.lag or model.timed:  # levels and time ride in the h blob (record.pack_h)
+        if model.extra_state:  # levels, scale and time ride in the h blob (record.pack_h)
             h, levels = unpack_h(record.h, model)
+            scale = unpack_scale(record.h, model)
         else:
             h = unpack_state(record.h, shape)
         if model.timed or timestamp is not None:
@@ -378,7 +385,14 @@ class SessionManager:
         # A step too large to keep runs alone (never batched with other calls), as its
         # replay will, so that both give the same numbers.
         series = SeriesInput(
-            values=values, h=h, c=c, horizon=horizon, levels=levels, future=future, time=time
+            values=values,
+            h=h,
+            c=c,
+            horizon=horizon,
+            levels=levels,
+            future=future,
+            time=time,
+            scale=scale,
         )
         out = await self._run_one(model, series, alone=not keep_answer)
         predictions, forecast = out.predictions, out.forecast
@@ -397,8 +411,8 @@ class SessionManager:
             model=record.model,
             version=record.version,
             offset=record.offset + steps,
-            h=pack_h(out.h, out.levels, model, time)
-            if model.lag or model.timed
+            h=pack_h(out.h, out.levels, model, time, out.scale)
+            if model.extra_state
             else pack_state(out.h),
             c=pack_state(out.c) if out.c is not None else None,
             created_at=record.created_at,
@@ -409,7 +423,16 @@ class SessionManager:
         )
         stamps = forecast_timestamps(model, time, horizon) if time is not None else None
         result = _result(
-            record, record.offset, steps, predictions, forecast, False, stamps, out.h, out.c
+            record,
+            record.offset,
+            steps,
+            predictions,
+            forecast,
+            False,
+            stamps,
+            out.h,
+            out.c,
+            out.scale,
         )
         advance_now = self._advance_now
         if advance_now is not None:
@@ -429,6 +452,7 @@ class SessionManager:
         # The last step's: the state the session holds now.
         h_after = unpack_h(record.h, model)[0]
         c_after = unpack_state(record.c, model.state_shape) if record.c is not None else None
+        scale_after = unpack_scale(record.h, model)
         if last.answer is not None:
             targets = model.manifest.architecture.output_size
             if len(last.answer) != (steps + horizon) * targets * 4:
@@ -448,6 +472,7 @@ class SessionManager:
                 stamps,
                 h_after,
                 c_after,
+                scale_after,
             )
         shape = model.state_shape
         h, levels = unpack_h(last.h_before, model) if last.h_before is not None else (None, None)
@@ -472,6 +497,7 @@ class SessionManager:
             stamps,
             h_after,
             c_after,
+            scale_after,
         )
 
     async def _run_one(self, model: LoadedModel, series: SeriesInput, alone: bool) -> SeriesOutput:
@@ -508,6 +534,7 @@ def _result(
     stamps: list[str] | None = None,
     h: np.ndarray | None = None,
     c: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> StepResult:
     return StepResult(
         session=record.id,
@@ -521,4 +548,5 @@ def _result(
         forecast_timestamps=stamps,
         h=h,
         c=c,
+        scale=scale,
     )

@@ -114,11 +114,14 @@ def pack_h(
     levels: npt.NDArray[np.floating] | None,
     model: LoadedModel,
     time: int | None = None,
+    scale: npt.NDArray[np.floating] | None = None,
 ) -> bytes:
     """A session's h blob: h, then for a model with a lag its levels (service.transforms)
-    as a count and `lag` rows padded with zeros, then for a dated model the grid position
-    of the last value (service.calendar), so the blob keeps one size per model."""
-    if not model.lag and not model.timed:
+    as a count and `lag` rows padded with zeros, then for normalized-conformal intervals
+    the scale state (2 rows, service.transforms.ErrorScale; None: a fresh one), then for a
+    dated model the grid position of the last value (service.calendar), so the blob keeps
+    one size per model."""
+    if not model.extra_state:
         return pack_state(h)
     blob = pack_state(h)
     if model.lag:
@@ -128,6 +131,8 @@ def pack_h(
         if levels is not None:
             padded[:count] = levels
         blob += np.array([count], dtype="<f4").tobytes() + padded.tobytes()
+    if model.error_scale is not None:
+        blob += pack_state(model.error_scale.fresh() if scale is None else scale)
     if model.timed:
         blob += np.array([NO_TIME if time is None else time], dtype="<i8").tobytes()
     return blob
@@ -137,7 +142,7 @@ def unpack_h(
     blob: bytes, model: LoadedModel
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
     """The inverse of pack_h: (h, levels or None); unpack_time reads the time."""
-    if not model.lag and not model.timed:
+    if not model.extra_state:
         return unpack_state(blob, model.state_shape), None
     if len(blob) != model.state_bytes:
         raise ValueError(f"stored state has {len(blob)} bytes, expected {model.state_bytes}")
@@ -151,6 +156,16 @@ def unpack_h(
     rows = np.frombuffer(blob, dtype="<f4", count=model.lag * targets, offset=size + 4)
     rows = rows.reshape(model.lag, targets)
     return h, (rows[:count] if count else None)
+
+
+def unpack_scale(blob: bytes, model: LoadedModel) -> npt.NDArray[np.float32] | None:
+    """The interval scale state (2, targets) a blob carries (None: the model has none)."""
+    if model.error_scale is None:
+        return None
+    targets = model.manifest.architecture.output_size
+    end = len(blob) - (8 if model.timed else 0)
+    rows = np.frombuffer(blob, dtype="<f4", count=2 * targets, offset=end - 8 * targets)
+    return rows.reshape(2, targets)
 
 
 def unpack_time(blob: bytes, model: LoadedModel) -> int | None:

@@ -27,7 +27,8 @@ MODELS = {
     "gdp-diff": ("realgdp", "diff", None),
     "cpi-logdiff": ("cpi", "log-diff", None),
     "gdp-seasonal": ("realgdp", "seasonal-diff", 4),
-    "cpi-log": ("cpi", "log", None),  # no lag: the state is h alone
+    "cpi-log": ("cpi", "log", None),  # no lag: the state is h and the interval scale
+    "gdp-none": ("realgdp", "none", None),  # no transform: the plain path
 }
 LAGGED = ["gdp-diff", "cpi-logdiff", "gdp-seasonal"]
 

@@ -22,10 +22,23 @@ from service.api.session_schemas import (
 )
 from service.api.state import OwnerDep, StateDep
 from service.calendar import position, state_time, timed_values
-from service.inputs import check_domain, check_intervals, levels_array, state_arrays, values_array
+from service.inputs import (
+    check_domain,
+    check_intervals,
+    levels_array,
+    scale_array,
+    state_arrays,
+    values_array,
+)
 from service.repository import LoadedModel
 from service.sessions.manager import SessionManager, SessionNotFound
-from service.sessions.record import SessionRecord, unpack_h, unpack_state, unpack_time
+from service.sessions.record import (
+    SessionRecord,
+    unpack_h,
+    unpack_scale,
+    unpack_state,
+    unpack_time,
+)
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
@@ -68,7 +81,8 @@ def session_info(
         model = sessions.model_of(record)
         h, levels = unpack_h(record.h, model)
         c = unpack_state(record.c, model.state_shape) if record.c is not None else None
-        info["state"] = state_json(model, h, c, levels, unpack_time(record.h, model))
+        time, scale = unpack_time(record.h, model), unpack_scale(record.h, model)
+        info["state"] = state_json(model, h, c, levels, time, scale)
     return info
 
 
@@ -87,7 +101,8 @@ async def create(call: Call) -> Answer:
     time = None
     if model.timed or body.timestamp is not None:
         warmup, time = _timed_warmup(model, warmup, body)
-    record = await state.sessions.create(model, call.owner, warmup, h, c, levels, time)
+    scale = scale_array(body.state, model, "state")
+    record = await state.sessions.create(model, call.owner, warmup, h, c, levels, time, scale)
     info = orjson.dumps(session_info(state.sessions, record))
     return Answer(info, status=201, headers=(("Location", f"/v1/sessions/{record.id}"),))
 
