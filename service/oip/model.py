@@ -203,16 +203,12 @@ def values_batch(values: np.ndarray, model: LoadedModel) -> np.ndarray:
 
 
 def plain_only(model: LoadedModel) -> None:
-    """Refuse a model whose state carries more than h and c (levels of a differenced
-    target, the time of a dated model, the scale of adaptive intervals): the protocol's
-    tensors have no place for them."""
-    if model.transformed or model.extra_state:
-        if model.transformed:
-            what = "transforms its target"
-        elif model.timed:
-            what = "takes inputs from time stamps"
-        else:
-            what = "has adaptive (normalized-conformal) intervals"
+    """Refuse a model whose predictions need more state than h and c (levels of a
+    differenced target, the time of a dated model): the protocol's tensors have no place
+    for it. The running scale of adaptive intervals is not such state: the protocol
+    returns no intervals, so it serves those models on h and c alone."""
+    if model.transformed or model.timed:
+        what = "transforms its target" if model.transformed else "takes inputs from time stamps"
         raise InputError(
             "invalid_value",
             f"model {model.name!r} {what}, so its state carries more than h and c; the Open "

@@ -188,13 +188,27 @@ def test_a_model_with_static_intervals_refuses_a_scale() -> None:
     assert r.json()["error"]["field"] == "series[0].state.scale"
 
 
-def test_the_open_inference_protocol_refuses_a_model_with_adaptive_intervals(
+def test_the_open_inference_protocol_serves_a_model_with_adaptive_intervals(
     client: TestClient,  # noqa: F811
 ) -> None:
+    # /v2 returns no intervals, so the running scale is not needed: the same predictions
+    # and state as /v1 from h and c alone.
+    values = [2710.3, 2778.8, 2775.5]
     body = {
-        "inputs": [{"name": "values", "datatype": "FP32", "shape": [2], "data": [2710.3, 2778.8]}]
+        "inputs": [{"name": "values", "datatype": "FP32", "shape": [3], "data": values}],
     }
     r = client.post("/v2/models/gdp-none/infer", json=body)
-    assert r.status_code == 400
-    assert "adaptive (normalized-conformal) intervals" in r.json()["error"]
-    assert "use /v1" in r.json()["error"]
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: o for o in r.json()["outputs"]}
+    v1 = client.post(
+        "/v1/models/gdp-none/predict",
+        json={"series": [{"values": values}], "return_predictions": True},
+    )
+    assert v1.status_code == 200, v1.text
+    want = v1.json()["series"][0]
+    np.testing.assert_allclose(
+        np.ravel(outputs["forecast"]["data"]), np.ravel(want["forecast"]), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.ravel(outputs["h"]["data"]), np.ravel(want["state"]["h"]), rtol=1e-5, atol=1e-6
+    )
