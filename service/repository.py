@@ -40,6 +40,7 @@ class LoadedModel:
 
     name: str = field(init=False)
     version: int = field(init=False)
+    key: tuple[str, int] = field(init=False)  # (name, version), made once
     transformed: bool = field(init=False)
     lag: int = field(init=False)
     manifest: Manifest
@@ -85,6 +86,7 @@ class LoadedModel:
         # Read on every request: plain attributes rather than properties over the manifest.
         object.__setattr__(self, "name", self.manifest.name)
         object.__setattr__(self, "version", self.manifest.version)
+        object.__setattr__(self, "key", (self.manifest.name, self.manifest.version))
         t = self.manifest.transform
         # A target transform other than the identity (service.transforms); `lag`: the
         # observed values a state carries (levels), 0 when none.

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from typing import cast
+from typing import Any, cast
 from weakref import WeakKeyDictionary, WeakSet
 
 import numpy as np
@@ -65,7 +65,7 @@ class _Call:
     inputs: Sequence[SeriesInput]
     steps: int
     future: asyncio.Future[list[SeriesOutput]]
-    ticket: object  # from RunHooks.queued (metrics, tracing)
+    ticket: Any  # from RunHooks.queued, or a perf_counter time (RunHooks.records)
 
 
 class ModelRunner:
@@ -242,8 +242,9 @@ def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord]
             pass
         else:
             if records is not None:
-                tickets = [cast(float, call.ticket) for call in live]
-                ran = [shape for call in live for shape in shapes(call.inputs)]
+                # The tickets are perf_counter times here (metrics without tracing).
+                tickets = [call.ticket for call in live]
+                ran = [(s.values.shape[0], s.horizon) for call in live for s in call.inputs]
                 records.append((core, start, perf_counter(), tickets, ran))
             start = 0
             for call in live:
@@ -260,6 +261,6 @@ def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord]
             future.set_exception(exc)
         else:
             if records is not None:
-                ticket = cast(float, call.ticket)
-                records.append((core, start, perf_counter(), (ticket,), shapes(call.inputs)))
+                ran = shapes(call.inputs)
+                records.append((core, start, perf_counter(), (call.ticket,), ran))
             future.set_result(outputs)

@@ -217,10 +217,13 @@ class Metrics:
 
     def model(self, model: LoadedModel) -> ModelMetrics:
         """The children of this model version (made on first use)."""
-        key = (model.name, model.version)
+        return self.model_of(model.key)
+
+    def model_of(self, key: tuple[str, int]) -> ModelMetrics:
+        """The children of the model version with this (name, version)."""
         found = self._models.get(key)
         if found is None:
-            found = self._models[key] = ModelMetrics(self, (model.name, str(model.version)))
+            found = self._models[key] = ModelMetrics(self, (key[0], str(key[1])))
         return found
 
     def before_scrape(self, flush: Callable[[], None]) -> None:
@@ -312,23 +315,22 @@ class MetricsObserver:
         log = self._log
         if log is not None:
             info: RequestInfo | None = scope.get(REQUEST_INFO)
-            model = info.model if info is not None else None
-            method = scope.get("method")
-            if model is not None and method is not None:
-                # An HTTP request that ran on a model version: the common case, noted
-                # here and counted in `flush`.
+            if info is not None:
+                model = info.model
                 route = scope.get("route")
-                if id(route) not in self._routes:
-                    self._route(route, scope["path"])
-                model_key = (model.name, model.version)
-                if model_key not in self._durations:
-                    self._duration(model)
-                # Only strings and numbers: the collector stops tracking such a tuple.
-                log.append((id(route), method, status, model_key))
-                self._seconds.append(seconds)
-                if len(log) >= _LOG_LIMIT:
-                    self.flush()
-                return
+                method = scope.get("method")
+                if model is not None and route is not None and method is not None:
+                    # An HTTP request on a route that ran on a model version: the common
+                    # case, noted here and counted in `flush`. Only strings and numbers:
+                    # the collector stops tracking such a tuple.
+                    route_id = id(route)
+                    if route_id not in self._routes:
+                        self._route(route, "")
+                    log.append((route_id, method, status, model.key))
+                    self._seconds.append(seconds)
+                    if len(log) >= _LOG_LIMIT:
+                        self.flush()
+                    return
         self._ended_now(scope, status, seconds)
 
     def _ended_now(self, scope: Scope, status: int, seconds: float) -> None:
@@ -363,11 +365,12 @@ class MetricsObserver:
             self._metrics.in_flight.dec()
 
     def _duration(self, model: LoadedModel) -> Value:
-        duration = self._durations.get((model.name, model.version))
+        return self._duration_of(model.key)
+
+    def _duration_of(self, key: tuple[str, int]) -> Value:
+        duration = self._durations.get(key)
         if duration is None:
-            duration = self._durations[(model.name, model.version)] = self._metrics.model(
-                model
-            ).request_duration
+            duration = self._durations[key] = self._metrics.model_of(key).request_duration
         return duration
 
     def _route(self, route: Any, path: str) -> tuple[Any, str, bool]:
@@ -398,7 +401,7 @@ class MetricsObserver:
                     found = by_model[model_key] = []
                 found.append(took)
             for model_key, took_all in by_model.items():
-                observe_all(self._durations[model_key], took_all)
+                observe_all(self._duration_of(model_key), took_all)
             for (route_id, method, status, (name, version)), count in Counter(log).items():
                 known = self._routes.get(route_id, _UNKNOWN_ROUTE)
                 if method not in _METHODS:
