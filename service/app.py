@@ -127,4 +127,6 @@ def create_app(settings: Settings | None = None) -> FrontDoor:
     app.include_router(openapi_router(OpenApiDocument(app, settings, keys=keys.enabled)))
     app.mount(STATIC_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     observers = telemetry.install(app)  # /metrics, and the observers of metrics and tracing
-    return FrontDoor(app, settings, keys, observers)
+    door = FrontDoor(app, settings, keys, observers)
+    telemetry.bind(door)
+    return door

@@ -70,7 +70,11 @@ _CORS_EXPOSE_HEADERS = (
 
 
 class RequestObserver(Protocol):
-    """Sees every request that passes the front door (metrics, tracing, access log)."""
+    """Sees every request that passes the front door (metrics, tracing, access log).
+
+    `request_started` is called only on observers whose `needs_start` is true."""
+
+    needs_start: bool
 
     def request_started(self, scope: Scope) -> None: ...
 
@@ -79,6 +83,8 @@ class RequestObserver(Protocol):
 
 class AccessLog:
     """One line per request; session ids in paths appear as short tags."""
+
+    needs_start = False
 
     def request_started(self, scope: Scope) -> None:
         pass
@@ -123,6 +129,8 @@ class FrontDoor:
         self._origins = frozenset(o.encode() for o in settings.origins)
         self._exempt_exact, self._exempt_prefixes = exempt_paths(settings.exempt_groups)
         self._observers = ([AccessLog()] if settings.access_log else []) + list(observers)
+        self._starters = [o for o in self._observers if o.needs_start]
+        self.in_flight = 0  # requests and WebSocket connections being handled now
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4).encode()
 
@@ -150,8 +158,9 @@ class FrontDoor:
                 (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS),
                 (b"vary", b"Origin"),
             ]
+        self.in_flight += 1
         started = time.perf_counter() if self._observers else 0.0
-        for observer in self._observers:
+        for observer in self._starters:
             observer.request_started(scope)
         status = 0
         try:
@@ -162,6 +171,7 @@ class FrontDoor:
             else:
                 status = await self._forward(scope, receive, send, headers, cors, added)
         finally:
+            self.in_flight -= 1
             if self._observers:
                 elapsed = time.perf_counter() - started
                 for observer in self._observers:

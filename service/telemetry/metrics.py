@@ -302,14 +302,18 @@ class MetricsObserver:
             None if metrics.shared else []
         )
         self._seconds: list[float] = []  # their durations, in the same order
-        self._started = self._ended = 0
+        # One process: the gauge of requests in flight is set at the scrape from the
+        # front door's count (`bind`); several: each worker counts into the shared files.
+        self.needs_start = metrics.shared
+        self._in_flight: Callable[[], int] = lambda: 0
         metrics.before_scrape(self.flush)
 
+    def bind(self, in_flight: Callable[[], int]) -> None:
+        """Read the requests in flight from this (the front door's count)."""
+        self._in_flight = in_flight
+
     def request_started(self, scope: Scope) -> None:
-        if self._pending is not None:
-            self._started += 1
-        else:
-            self._metrics.in_flight.inc()
+        self._metrics.in_flight.inc()  # several workers (needs_start)
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
         log = self._log
@@ -359,7 +363,6 @@ class MetricsObserver:
         pending = self._pending
         if pending is not None:
             pending[key] = pending.get(key, 0) + 1
-            self._ended += 1
         else:
             self._count(key, 1)
             self._metrics.in_flight.dec()
@@ -393,15 +396,18 @@ class MetricsObserver:
         if log:
             assert log is not None
             self._log, self._seconds = [], []
-            self._ended += len(log)
-            by_model: dict[tuple[str, int], list[float]] = {}
-            for (_, _, _, model_key), took in zip(log, seconds, strict=True):
-                found = by_model.get(model_key)
-                if found is None:
-                    found = by_model[model_key] = []
-                found.append(took)
-            for model_key, took_all in by_model.items():
-                observe_all(self._duration_of(model_key), took_all)
+            keys = [entry[3] for entry in log]
+            if keys.count(keys[0]) == len(keys):  # one model version: the common case
+                observe_all(self._duration_of(keys[0]), seconds)
+            else:
+                by_model: dict[tuple[str, int], list[float]] = {}
+                for model_key, took in zip(keys, seconds, strict=True):
+                    found = by_model.get(model_key)
+                    if found is None:
+                        found = by_model[model_key] = []
+                    found.append(took)
+                for model_key, took_all in by_model.items():
+                    observe_all(self._duration_of(model_key), took_all)
             for (route_id, method, status, (name, version)), count in Counter(log).items():
                 known = self._routes.get(route_id, _UNKNOWN_ROUTE)
                 if method not in _METHODS:
@@ -411,7 +417,7 @@ class MetricsObserver:
         for key, count in pending.items():
             self._count(key, count)
         pending.clear()
-        self._metrics.in_flight.set(self._started - self._ended)
+        self._metrics.in_flight.set(self._in_flight())
 
     def _count(self, key: _Key, count: int) -> None:
         children = self._children.get(key)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from service.api.body_routes import declared_routes
-from service.api.front_door import RequestObserver
+from service.api.front_door import FrontDoor, RequestObserver
 from service.api.routes import stream
 from service.settings import Settings
 from service.telemetry.hooks import NO_RUN_HOOKS, NO_SESSION_HOOKS, RunHooks, SessionHooks
@@ -30,6 +30,7 @@ class Telemetry:
 
             self.tracing = Tracing()
         on = self.metrics is not None or self.tracing is not None
+        self._observer: MetricsObserver | None = None
         self.run_hooks: RunHooks = RunTelemetry(self.metrics, self.tracing) if on else NO_RUN_HOOKS
         self.session_hooks: SessionHooks = (
             SessionTelemetry(self.metrics, self.tracing) if on else NO_SESSION_HOOKS
@@ -46,8 +47,14 @@ class Telemetry:
             # a model version is known: the routes with a JSON body, and the stream.
             model_routes = [route.path for route, _ in declared_routes(app)]
             model_routes += [getattr(route, "path", "") for route in stream.router.routes]
-            observers.append(MetricsObserver(self.metrics, model_routes))
+            self._observer = MetricsObserver(self.metrics, model_routes)
+            observers.append(self._observer)
         return observers
+
+    def bind(self, front_door: FrontDoor) -> None:
+        """The metrics read the requests in flight from the front door's count."""
+        if self._observer is not None:
+            self._observer.bind(lambda: front_door.in_flight)
 
     def close(self) -> None:
         if self.metrics is not None:

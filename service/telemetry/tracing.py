@@ -52,6 +52,8 @@ class Tracing:
 
     # The front door's observer: one span per request.
 
+    needs_start = True
+
     def request_started(self, scope: Scope) -> None:
         carrier = {
             _TRACE_HEADERS[name]: value.decode("latin-1")

@@ -255,6 +255,16 @@ def test_requests_are_counted_past_the_ones_noted(make_client: MakeClient) -> No
     assert of(samples, "seqcast_http_requests_in_flight") == {(): 1}  # the scrape itself
 
 
+def test_an_open_stream_is_in_flight_until_it_closes(make_client: MakeClient) -> None:
+    with make_client() as c:
+        with c.websocket_connect("/v1/models/tiny-gru/stream") as ws:
+            json.loads(ws.receive_text())
+            samples = scrape(c)
+            assert of(samples, "seqcast_http_requests_in_flight") == {(): 2}  # and the scrape
+        samples = scrape(c)
+        assert of(samples, "seqcast_http_requests_in_flight") == {(): 1}
+
+
 @pytest.mark.parametrize(
     ("exempt", "status_without_key"), [("health", 401), ("health,metrics", 200)]
 )
