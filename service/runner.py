@@ -8,13 +8,14 @@ Small calls for the same model that arrive together are answered by one
 `InferenceCore.predict`: the first schedules a flush for a later turn of the event
 loop, and every call made before it joins. Under concurrent load this turns many
 `session.run` calls of batch 1 into one of batch N. While the last batch answered
-several calls (the server is under concurrent load), the flush waits two turns: a
-request whose bytes arrived while the previous batch ran is read in the next turn's
-I/O, and its handling starts after the callbacks already queued, so with one turn it
-would run in a batch of its own, and the requests would settle into several groups
-that alternate, each run apart. Otherwise (a lone request) it waits one turn. Either
-costs microseconds of latency. Predictions do not depend on what else is in the batch
-(each series is its own row, with its own state).
+several calls (the server is under concurrent load), the batch waits a turn more for
+as long as calls keep joining, up to MAX_TURNS turns: a request whose bytes arrived
+while the previous batch ran is read in a later turn's I/O, and its handling starts
+after the callbacks already queued, so with one turn it would run in a batch of its
+own, and the requests would settle into several groups that alternate, each run
+apart. Otherwise (a lone request) the flush waits one turn. Either costs microseconds
+of latency. Predictions do not depend on what else is in the batch (each series is
+its own row, with its own state).
 
 The thread pool runs at most `pool_runs` calls at once, so large requests cannot take
 every core from the event loop that answers the small ones; more wait their turn, up
@@ -47,6 +48,10 @@ from service.telemetry.context import note_model
 from service.telemetry.hooks import DRAIN_AT, NO_RUN_HOOKS, RunHooks, RunRecord, shapes
 
 log = logging.getLogger(__name__)
+
+
+# Turns of the event loop a batch waits at most under load for more calls to join.
+MAX_TURNS = 4
 
 
 class Overloaded(Exception):
@@ -95,7 +100,7 @@ class ModelRunner:
         self._cores: WeakKeyDictionary[LoadedModel, InferenceCore] = WeakKeyDictionary()
         self._retired: WeakSet[LoadedModel] = WeakSet()  # versions a reload removed
         self._waiting: dict[LoadedModel, list[_Call]] = {}
-        self._crowded = False  # the last batch answered several calls: flush a turn later
+        self._crowded = False  # the last batch answered several calls: wait turns more
 
     def core(self, model: LoadedModel) -> InferenceCore:
         core = self._cores.get(model)
@@ -133,8 +138,8 @@ class ModelRunner:
         waiting = self._waiting.get(model)
         if waiting is None:
             waiting = self._waiting[model] = []
-            if self._crowded:  # two turns: see above
-                loop.call_soon(loop.call_soon, self._flush, model)
+            if self._crowded:  # two turns or more: see above
+                loop.call_soon(self._wait_turn, loop, model, 0, 1)
             else:
                 loop.call_soon(self._flush, model)
         call = _Call(inputs, steps, loop.create_future(), ticket)
@@ -198,6 +203,16 @@ class ModelRunner:
         records.append((core, start, perf_counter(), (cast(float, ticket),), shapes(inputs)))
         self._hooks.drain()  # now: a large call's inputs are not kept
         return outputs
+
+    def _wait_turn(
+        self, loop: asyncio.AbstractEventLoop, model: LoadedModel, seen: int, turns: int
+    ) -> None:
+        """Under load: one more turn while calls keep joining (up to MAX_TURNS), then flush."""
+        joined = len(self._waiting[model])
+        if joined > seen and turns < MAX_TURNS:
+            loop.call_soon(self._wait_turn, loop, model, joined, turns + 1)
+        else:
+            self._flush(model)
 
     def _flush(self, model: LoadedModel) -> None:
         calls = self._waiting.pop(model)

@@ -12,7 +12,7 @@ import pytest
 
 from service.inference import InferenceCore, SeriesInput
 from service.repository import LoadedModel, load_version
-from service.runner import ModelRunner
+from service.runner import MAX_TURNS, ModelRunner
 from tests.modelkit import write_model
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +117,29 @@ async def test_under_load_a_call_made_a_loop_turn_later_still_joins_the_batch(
     second = asyncio.ensure_future(runner.run(lstm, [series(rng, 3, True)]))
     await asyncio.gather(first, second)
     assert sizes == ([2, 2] if crowded else [1, 1, 1])
+
+
+async def test_under_load_a_batch_waits_while_calls_keep_joining(
+    lstm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Calls that join turn after turn all join (up to MAX_TURNS turns); once a turn
+    # passes with none, the batch runs, and a later call starts the next one.
+    rng = np.random.default_rng(11)
+    sizes = count_predicts(monkeypatch)
+    runner = ModelRunner(inline_max_steps=1024)
+    await asyncio.gather(*(runner.run(lstm, [series(rng, 3, True)]) for _ in range(2)))
+    calls = [asyncio.ensure_future(runner.run(lstm, [series(rng, 3, True)]))]
+    for _ in range(MAX_TURNS - 2):
+        await asyncio.sleep(0)
+        calls.append(asyncio.ensure_future(runner.run(lstm, [series(rng, 3, True)])))
+    await asyncio.gather(*calls)
+    assert sizes == [2, MAX_TURNS - 1]
+    for _ in range(MAX_TURNS + 2):  # one call a turn for longer than a batch waits
+        await asyncio.sleep(0)
+        calls.append(asyncio.ensure_future(runner.run(lstm, [series(rng, 3, True)])))
+    await asyncio.gather(*calls)
+    assert sum(sizes) == 2 + len(calls)
+    assert len(sizes) > 3  # they did not all wait for one batch
 
 
 async def test_an_error_reaches_only_the_call_at_fault(tmp_path: Path) -> None:
