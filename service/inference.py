@@ -73,6 +73,7 @@ class InferenceCore:
 
     def __init__(self, model: LoadedModel, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
         self.model = model
+        self.chunk_steps = chunk_steps  # batch x time steps per ONNX Runtime run, at most
         self._chunk_steps = chunk_steps
         self._lstm = model.manifest.is_lstm
         self._num_layers, self._hidden = model.state_shape

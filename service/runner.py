@@ -45,7 +45,7 @@ from service.inference import (
 )
 from service.repository import LoadedModel
 from service.telemetry.context import note_model
-from service.telemetry.hooks import DRAIN_AT, NO_RUN_HOOKS, RunHooks, RunRecord, shapes
+from service.telemetry.hooks import DRAIN_AT, NO_RUN_HOOKS, Ran, RunHooks, RunRecord, noted
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class ModelRunner:
                 return core.predict(inputs)
         start = perf_counter()
         outputs = core.predict(inputs)
-        records.append((core, start, perf_counter(), (cast(float, ticket),), shapes(inputs)))
+        records.append(noted(core, start, perf_counter(), (Ran(inputs, cast(float, ticket)),)))
         self._hooks.drain()  # now: a large call's inputs are not kept
         return outputs
 
@@ -257,10 +257,7 @@ def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord]
             pass
         else:
             if records is not None:
-                # The tickets are perf_counter times here (metrics without tracing).
-                tickets = [call.ticket for call in live]
-                ran = [(s.values.shape[0], s.horizon) for call in live for s in call.inputs]
-                records.append((core, start, perf_counter(), tickets, ran))
+                records.append(noted(core, start, perf_counter(), live))
             start = 0
             for call in live:
                 end = start + len(call.inputs)
@@ -276,6 +273,5 @@ def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord]
             future.set_exception(exc)
         else:
             if records is not None:
-                ran = shapes(call.inputs)
-                records.append((core, start, perf_counter(), (call.ticket,), ran))
+                records.append(noted(core, start, perf_counter(), (call,)))
             future.set_result(outputs)

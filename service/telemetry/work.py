@@ -10,6 +10,7 @@ the core splits them (`ort_runs`), not by a layer around each `session.run`.
 from __future__ import annotations
 
 import threading
+from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -22,7 +23,7 @@ from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_ste
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
 from service.telemetry.families import LOCK, _LocalHistogram, _LocalNumber
-from service.telemetry.hooks import RunRecord, StepOutcome, shapes
+from service.telemetry.hooks import RunRecord, StepOutcome, ort_runs, shapes
 from service.telemetry.metrics import Metrics, ModelMetrics
 from service.telemetry.store import MeasuredStore
 
@@ -30,28 +31,6 @@ if TYPE_CHECKING:
     from service.telemetry.tracing import Tracing
 
 _NULL: AbstractContextManager[None] = nullcontext()
-
-
-def ort_runs(ran: Sequence[tuple[int, int]], chunk_steps: int) -> list[tuple[int, int]]:
-    """The ONNX Runtime runs InferenceCore.predict makes for series of these (length,
-    horizon), as (series per run, number of such runs): one group per length, run in
-    chunks of at most `chunk_steps` steps (batch x time), then the rollout of the series
-    whose horizon is above 1, one run per further forecast step, all of them together."""
-    by_length: dict[int, int] = {}
-    rolled = 0
-    horizon = 1
-    for length, series_horizon in ran:
-        by_length[length] = by_length.get(length, 0) + 1
-        if series_horizon > 1:
-            rolled += 1
-            horizon = max(horizon, series_horizon)
-    runs = [
-        (batch, max(1, -(-length // max(1, chunk_steps // batch))))
-        for length, batch in by_length.items()
-    ]
-    if rolled:
-        runs.append((rolled, horizon - 1))
-    return runs
 
 
 class _RunCounts:
@@ -155,26 +134,23 @@ class _RunCounts:
 
     def record_all(self, records: Sequence[RunRecord]) -> None:
         """Count these inference-core calls of the runner (local values only)."""
-        waits: list[float] = []
+        waits = array("d")
         durations: list[float] = []
         sizes: list[int] = []
         series = steps = 0
-        chunk = self.chunk_steps
         runs_1 = 0  # ONNX Runtime runs of one series
         runs: list[tuple[int, int]] = []  # (series, number of such runs) of the others
-        for _, start, end, tickets, ran in records:
+        for _, start, end, waited, ran, stepped, made in records:
             durations.append(end - start)
-            sizes.append(len(tickets))
-            waits += [start - ticket for ticket in tickets]
-            if len(ran) == 1:  # one series: the common case, kept short
-                length, horizon = ran[0]
-                series += 1
-                steps += length + horizon - 1
-                runs_1 += horizon if length <= chunk else horizon - 1 - (-length // chunk)
-                continue
-            series += len(ran)
-            steps += sum(length + horizon - 1 for length, horizon in ran)
-            runs += ort_runs(ran, chunk)
+            sizes.append(len(waited))
+            waits.extend(waited)
+            series += ran
+            steps += stepped
+            for batch, count in made:
+                if batch == 1:
+                    runs_1 += count
+                else:
+                    runs.append((batch, count))
         run_batch = self.run_batch_h
         found = [(bisect_left(run_batch.bounds, batch), batch, count) for batch, count in runs]
         self.queue_h.observe_all(waits)
