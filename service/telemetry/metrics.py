@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,6 +43,7 @@ COUNT_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024
 
 _MODEL = ("model", "version")
 _LOG_LIMIT = 1024  # model requests noted before they are counted (or at the next scrape)
+_SLOTS = 4096  # (route, method, model version) combinations noted; beyond: counted at once
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 SPECS = {
@@ -297,11 +299,13 @@ class MetricsObserver:
         self._children: dict[_Key, tuple[Value, Value | None]] = {}
         self._durations: dict[tuple[str, int], Value] = {}
         self._pending: dict[_Key, int] | None = None if metrics.shared else {}
-        # One process: model requests noted as they end, counted in `flush`.
-        self._log: list[tuple[int, str, int, tuple[str, int]]] | None = (
-            None if metrics.shared else []
-        )
-        self._seconds: list[float] = []  # their durations, in the same order
+        # One process: model requests noted as they end, counted in `flush`, as numbers
+        # only (no request's objects stay alive): a slot for (id of the route, method,
+        # model version) times 1024, plus the status; and their durations, in order.
+        self._codes: array[int] | None = None if metrics.shared else array("q")
+        self._seconds = array("d")
+        self._slots: dict[tuple[int, str, tuple[str, int]], int] = {}
+        self._slot_keys: list[tuple[int, str, tuple[str, int]]] = []
         # One process: the gauge of requests in flight is set at the scrape from the
         # front door's count (`bind`); several: each worker counts into the shared files.
         self.needs_start = metrics.shared
@@ -316,8 +320,8 @@ class MetricsObserver:
         self._metrics.in_flight.inc()  # several workers (needs_start)
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
-        log = self._log
-        if log is not None:
+        codes = self._codes
+        if codes is not None:
             info: RequestInfo | None = scope.get(REQUEST_INFO)
             if info is not None:
                 model = info.model
@@ -325,17 +329,30 @@ class MetricsObserver:
                 method = scope.get("method")
                 if model is not None and route is not None and method is not None:
                     # An HTTP request on a route that ran on a model version: the common
-                    # case, noted here and counted in `flush`. Only strings and numbers:
-                    # the collector stops tracking such a tuple.
-                    route_id = id(route)
-                    if route_id not in self._routes:
-                        self._route(route, "")
-                    log.append((route_id, method, status, model.key))
-                    self._seconds.append(seconds)
-                    if len(log) >= _LOG_LIMIT:
-                        self.flush()
-                    return
+                    # case, noted here and counted in `flush`.
+                    key = (id(route), method, model.key)
+                    slot = self._slots.get(key)
+                    if slot is None:
+                        slot = self._slot(key, route, model)
+                    if slot >= 0 and 0 <= status < 1024:
+                        codes.append(slot << 10 | status)
+                        self._seconds.append(seconds)
+                        if len(codes) >= _LOG_LIMIT:
+                            self.flush()
+                        return
         self._ended_now(scope, status, seconds)
+
+    def _slot(self, key: tuple[int, str, tuple[str, int]], route: Any, model: LoadedModel) -> int:
+        """A new slot for requests of this route, method and model version; -1 when there
+        are _SLOTS already (such requests are counted at once)."""
+        if len(self._slot_keys) >= _SLOTS:
+            return -1
+        if key[0] not in self._routes:
+            self._route(route, "")
+        self._duration(model)
+        slot = self._slots[key] = len(self._slot_keys)
+        self._slot_keys.append(key)
+        return slot
 
     def _ended_now(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")  # set by the router that matched, or the front door
@@ -392,27 +409,30 @@ class MetricsObserver:
         pending = self._pending
         if pending is None:
             return
-        log, seconds = self._log, self._seconds
-        if log:
-            assert log is not None
-            self._log, self._seconds = [], []
-            keys = [entry[3] for entry in log]
-            if keys.count(keys[0]) == len(keys):  # one model version: the common case
-                observe_all(self._duration_of(keys[0]), seconds)
+        codes, seconds = self._codes, self._seconds
+        if codes:
+            self._codes, self._seconds = array("q"), array("d")
+            keys = self._slot_keys
+            counted = Counter(codes)
+            models = {keys[code >> 10][2] for code in counted}
+            if len(models) == 1:  # one model version: the common case
+                observe_all(self._duration_of(models.pop()), seconds)
             else:
                 by_model: dict[tuple[str, int], list[float]] = {}
-                for model_key, took in zip(keys, seconds, strict=True):
+                for code, took in zip(codes, seconds, strict=True):
+                    model_key = keys[code >> 10][2]
                     found = by_model.get(model_key)
                     if found is None:
                         found = by_model[model_key] = []
                     found.append(took)
                 for model_key, took_all in by_model.items():
                     observe_all(self._duration_of(model_key), took_all)
-            for (route_id, method, status, (name, version)), count in Counter(log).items():
+            for code, count in counted.items():
+                route_id, method, (name, version) = keys[code >> 10]
                 known = self._routes.get(route_id, _UNKNOWN_ROUTE)
                 if method not in _METHODS:
                     method = "other"
-                noted: _Key = (known[1], method, status, name, version)
+                noted: _Key = (known[1], method, code & 1023, name, version)
                 pending[noted] = pending.get(noted, 0) + count
         for key, count in pending.items():
             self._count(key, count)
