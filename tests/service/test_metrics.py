@@ -255,6 +255,28 @@ def test_requests_are_counted_past_the_ones_noted(make_client: MakeClient) -> No
     assert of(samples, "seqcast_http_requests_in_flight") == {(): 1}  # the scrape itself
 
 
+def test_requests_beyond_the_slots_noted_are_counted_at_once(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot: the first model's requests are noted in it, the other's counted at once."""
+    monkeypatch.setattr("service.telemetry.metrics._SLOTS", 1)
+    one = {"series": [{"values": [1.0, 2.0]}]}
+    with make_client() as c:
+        for _ in range(3):
+            assert c.post("/v1/models/tiny-rnn/predict", json=one).status_code == 200
+        for _ in range(2):
+            assert c.post("/v1/models/tiny-lstm/predict", json=one).status_code == 200
+        samples = scrape(c)
+    assert of(samples, "seqcast_inference_requests_total") == {
+        ("200", "tiny-rnn", "success", "1"): 3,
+        ("200", "tiny-lstm", "success", "2"): 2,
+    }
+    assert by_model(samples, "seqcast_inference_request_duration_seconds_count") == {
+        ("tiny-rnn", "1"): 3,
+        ("tiny-lstm", "2"): 2,
+    }
+
+
 def test_an_open_stream_is_in_flight_until_it_closes(make_client: MakeClient) -> None:
     with make_client() as c:
         with c.websocket_connect("/v1/models/tiny-gru/stream") as ws:
