@@ -80,6 +80,10 @@ _HELP = {
     # Out-of-range warnings (training/ranges.py).
     "range_k": "a value lies far outside the training range beyond its min - k std or max + "
     "k std: test values so are warned of, and the service counts inputs so",
+    # Multi-step training (training/fit.py).
+    "rollout": "train on 1..N-step forecasts too: each subsequence goes on N - 1 steps on "
+    "its own predictions, scored in levels (1: one-step loss only; differenced targets only, and "
+    "every input a target)",
 }
 
 
