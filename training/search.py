@@ -12,13 +12,17 @@ The order of work:
 1. structures (SPACE below), first seed: the default first, then one dimension changed
    from it, then two, ... while half the budget lasts;
 2. more seeds of the two best structures, alternately, while the budget lasts;
-3. the average of the top k candidates of the best one's cell (k = 1 .. ensemble), scored
-   on validation as the one model it is: the largest k within 1 % of the best score is
-   kept (AVERAGE_SLACK);
-4. the chosen members are refit on training + validation (when the config refits).
+3. the structure: among those fitted with the most seeds, the one with the lowest mean
+   score over its seeds (not the single best candidate: chosen among many on a few
+   validation rows, its score is biased low, and its seed decides as much as its structure);
+4. the average of the top k seeds of that structure (k = 1 .. ensemble), scored on
+   validation as the one model it is: the largest k whose average scores no worse than
+   the structure's mean seed score is kept;
+5. the chosen members are refit on training + validation (when the config refits).
 
-A candidate starts only while the time spent, its expected cost (the mean of those before)
-and one refit still fit in the budget; the first always runs. An average has only as many
+A candidate starts only while the time spent, its expected cost (the mean of those before;
+for another seed, that of its structure's seeds before) and one refit still fit in the
+budget; the first always runs. An average has only as many
 members as the time left can refit.
 """
 
@@ -62,7 +66,6 @@ SPACE: dict[str, tuple[Any, ...]] = {
 }
 HORIZONS = (1, 5)
 EXPLORE_SHARE = 0.5  # of the budget for structures; the rest for more seeds
-AVERAGE_SLACK = 0.01  # an average within 1 % of the best validation score is preferred
 
 
 @dataclass
@@ -170,11 +173,14 @@ class _Budget:
         """Seconds the next candidate should take: the mean of those before."""
         return float(np.mean([c.seconds for c in done]))
 
-    def allows(self, done: list[Candidate], limit: float) -> bool:
-        """Whether one more candidate and then one refit fit within `limit` seconds."""
+    def allows(
+        self, done: list[Candidate], limit: float, like: list[Candidate] | None = None
+    ) -> bool:
+        """Whether one more candidate and then one refit fit within `limit` seconds; it
+        should cost what those `like` it did (the same structure), else the mean of all."""
         if not done:
             return True
-        expected = self.expected(done)
+        expected = self.expected(like or done)
         return self.elapsed() + expected * (1.0 + self.refit_share) <= limit
 
     def refits(self, done: list[Candidate]) -> int:
@@ -237,7 +243,10 @@ def search(
     ranked = sorted(firsts, key=lambda sc: sc[1].score)[:2]
     extra = [(shape, config.seed + s) for s in range(1, search_config.seeds) for shape, _ in ranked]
     for shape, seed in extra:
-        if not budget.allows(done, search_config.budget):
+        like = [
+            c for c in done if c.config == candidate_config(config, shape, c.config.seed, chosen)
+        ]
+        if not budget.allows(done, search_config.budget, like):
             break
         run(shape, seed)
     searched = budget.elapsed()
@@ -269,17 +278,18 @@ def _finish(
     # As many members as the time left can refit (when refitting), up to the ensemble size:
     # the structure's seeds, best first (they share the cell, hence one state layout, and
     # the transform, hence one output unit).
-    most = search_config.ensemble if not config.refit else budget.refits(done)
+    seed_mean = float(np.mean([c.score for c in pool]))
+    most = search_config.ensemble if not config.refit else budget.refits(pool)
     pool = pool[: min(search_config.ensemble, most)]
     scores = {1: best.score}
     for k in range(2, len(pool) + 1):
         members = Ensemble([c.trained.model for c in pool[:k]])
         scores[k] = validation_scores(members, best.trained)[1]
-    # The most members whose average scores within AVERAGE_SLACK of the best score: the
-    # best single candidate's score is biased low by its selection among many on a few
-    # validation rows, an average's much less, and averaging steadies the seed's effect.
-    top = min(scores.values())
-    k = max(n for n, v in scores.items() if v <= top * (1.0 + AVERAGE_SLACK))
+    # The most members whose average scores no worse than the structure's mean seed score:
+    # what one seed of it may be expected to score. The best seed's own score is biased low
+    # by its choice among the seeds on a few validation rows (an average's much less), and
+    # averaging steadies the seed's effect.
+    k = max(n for n, v in scores.items() if v <= seed_mean)
     chosen = pool[:k]
     if config.refit:
         finals = [refit_trained(c.trained, progress) for c in chosen]
