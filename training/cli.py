@@ -768,6 +768,8 @@ def _choice_line(record: dict[str, Any]) -> str:
     )
     if k > 1:
         text += f" against {scores['1']:.4f} for the best alone"
+    if "seed_mean_score" in record:  # what one seed of the structure may be expected to score
+        text += f", {record['seed_mean_score']:.4f} for one seed on average"
     elif len(scores) > 1:
         text += f" (averaging scored {min(v for n, v in scores.items() if n != '1'):.4f})"
     return (

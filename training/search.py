@@ -304,6 +304,9 @@ def _finish(
         "chosen": "best" if k == 1 else f"average of the top {k}",
         "members": [done.index(c) for c in chosen],
         "validation_score_by_k": {str(n): s for n, s in scores.items()},
+        # The mean score of the chosen structure's seeds: an average is kept when it scores
+        # no worse.
+        "seed_mean_score": seed_mean,
         "search_seconds": round(searched, 2),
         "seconds": round(budget.elapsed(), 2),
     }
