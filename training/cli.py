@@ -80,6 +80,10 @@ _HELP = {
     # Out-of-range warnings (training/ranges.py).
     "range_k": "a value lies far outside the training range beyond its min - k std or max + "
     "k std: test values so are warned of, and the service counts inputs so",
+    # Multi-step training (training/fit.py).
+    "rollout": "train on 1..N-step forecasts too: each subsequence goes on N - 1 steps on "
+    "its own predictions, scored in levels (1: one-step loss only; differenced targets only, and "
+    "every input a target)",
 }
 
 
@@ -764,6 +768,8 @@ def _choice_line(record: dict[str, Any]) -> str:
     )
     if k > 1:
         text += f" against {scores['1']:.4f} for the best alone"
+    if "seed_mean_score" in record:  # what one seed of the structure may be expected to score
+        text += f", {record['seed_mean_score']:.4f} for one seed on average"
     elif len(scores) > 1:
         text += f" (averaging scored {min(v for n, v in scores.items() if n != '1'):.4f})"
     return (

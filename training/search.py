@@ -12,13 +12,17 @@ The order of work:
 1. structures (SPACE below), first seed: the default first, then one dimension changed
    from it, then two, ... while half the budget lasts;
 2. more seeds of the two best structures, alternately, while the budget lasts;
-3. the average of the top k candidates of the best one's cell (k = 1 .. ensemble), scored
-   on validation as the one model it is: the largest k within 1 % of the best score is
-   kept (AVERAGE_SLACK);
-4. the chosen members are refit on training + validation (when the config refits).
+3. the structure: among those fitted with the most seeds, the one with the lowest mean
+   score over its seeds (not the single best candidate: chosen among many on a few
+   validation rows, its score is biased low, and its seed decides as much as its structure);
+4. the average of the top k seeds of that structure (k = 1 .. ensemble), scored on
+   validation as the one model it is: the largest k whose average scores no worse than
+   the structure's mean seed score is kept;
+5. the chosen members are refit on training + validation (when the config refits).
 
-A candidate starts only while the time spent, its expected cost (the mean of those before)
-and one refit still fit in the budget; the first always runs. An average has only as many
+A candidate starts only while the time spent, its expected cost (the mean of those before;
+for another seed, that of its structure's seeds before) and one refit still fit in the
+budget; the first always runs. An average has only as many
 members as the time left can refit.
 """
 
@@ -40,6 +44,7 @@ from training.ensemble import Ensemble
 from training.evaluate import evaluate, evaluate_validation, torch_runner
 from training.fit import make_reproducible, resolve_device
 from training.intervals import calibrate
+from training.manifest import TargetTransform
 from training.models import Forecaster
 from training.pipeline import Trained, make_split, refit_trained, resolve_transform, shifted, train
 
@@ -47,20 +52,20 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"  # the window the data allows (training.data.auto_window): the config's window
 SHORT = "short"  # a quarter of it: a shorter memory, more subsequences per epoch
+UNLOGGED = "unlogged"  # the automatic transform without its log (e.g. diff for log-diff)
 # What the search varies and the values it tries, the first of each being the default.
 # A dimension given on the command line is held at the given value.
 SPACE: dict[str, tuple[Any, ...]] = {
     "cell": ("lstm", "gru"),
     "hidden_size": (32, 64),
     "window": (AUTO, SHORT),
-    # "auto": the transform chosen from the training rows (training.transforms); "none"
-    # is tried too when that choice is not already none. A --transform other than auto
-    # holds it.
-    "transform": ("auto", "none"),
+    # "auto": the transform chosen from the training rows (training.transforms); when that
+    # choice takes a log, UNLOGGED (the same differences without it) is tried too, and
+    # "none" when the choice is not already none. A --transform other than auto holds it.
+    "transform": ("auto", UNLOGGED, "none"),
 }
 HORIZONS = (1, 5)
 EXPLORE_SHARE = 0.5  # of the budget for structures; the rest for more seeds
-AVERAGE_SLACK = 0.01  # an average within 1 % of the best validation score is preferred
 
 
 @dataclass
@@ -89,12 +94,16 @@ class Candidate:
         }
 
 
-def structures(config: TrainConfig, fixed: Collection[str]) -> list[dict[str, Any]]:
-    """Every structure of SPACE (dimensions in `fixed` held at the config's value), the
-    default first, then ordered by how many dimensions differ from it."""
+def structures(
+    config: TrainConfig,
+    fixed: Collection[str],
+    space: dict[str, tuple[Any, ...]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every structure of `space` (SPACE by default; dimensions in `fixed` held at the
+    config's value), the default first, then ordered by how many dimensions differ from it."""
     dims = {
         name: (getattr(config, name),) if name in fixed else values
-        for name, values in SPACE.items()
+        for name, values in (SPACE if space is None else space).items()
     }
     default = {name: values[0] for name, values in dims.items()}
     if "cell" not in fixed:
@@ -105,9 +114,21 @@ def structures(config: TrainConfig, fixed: Collection[str]) -> list[dict[str, An
     return sorted(combos, key=lambda s: sum(s[k] != default[k] for k in s))
 
 
-def candidate_config(config: TrainConfig, structure: dict[str, Any], seed: int) -> TrainConfig:
-    """The config of one candidate: the structure's values, the seed, no refit yet."""
+def candidate_config(
+    config: TrainConfig,
+    structure: dict[str, Any],
+    seed: int,
+    chosen: TargetTransform | None = None,
+) -> TrainConfig:
+    """The config of one candidate: the structure's values, the seed, no refit yet.
+
+    `chosen` is the automatic transform, which UNLOGGED strips of its log.
+    """
     values = dict(structure)
+    if values.get("transform") == UNLOGGED:
+        if chosen is None:
+            raise ValueError(f"transform {UNLOGGED} needs the automatic transform")
+        values["transform"] = chosen.model_copy(update={"log": None}).kind
     window = config.window
     if values.get("window") == SHORT:
         window = max(2, config.window // 4)
@@ -152,11 +173,14 @@ class _Budget:
         """Seconds the next candidate should take: the mean of those before."""
         return float(np.mean([c.seconds for c in done]))
 
-    def allows(self, done: list[Candidate], limit: float) -> bool:
-        """Whether one more candidate and then one refit fit within `limit` seconds."""
+    def allows(
+        self, done: list[Candidate], limit: float, like: list[Candidate] | None = None
+    ) -> bool:
+        """Whether one more candidate and then one refit fit within `limit` seconds; it
+        should cost what those `like` it did (the same structure), else the mean of all."""
         if not done:
             return True
-        expected = self.expected(done)
+        expected = self.expected(like or done)
         return self.elapsed() + expected * (1.0 + self.refit_share) <= limit
 
     def refits(self, done: list[Candidate]) -> int:
@@ -191,7 +215,7 @@ def search(
     done: list[Candidate] = []
 
     def run(structure: dict[str, Any], seed: int) -> Candidate | None:
-        cfg = candidate_config(config, structure, seed)
+        cfg = candidate_config(config, structure, seed, chosen)
         if any(c.config == cfg for c in done):  # e.g. a short window equal to the full one
             return None
         t0 = clock()
@@ -205,7 +229,10 @@ def search(
     chosen = resolve_transform(series, config, split)
     if config.transform != "auto" or (chosen.lag == 0 and chosen.log is None):
         held.add("transform")  # given, or auto already means none: nothing to try
-    shapes = structures(config, held)
+    space = dict(SPACE)
+    if chosen.log is None or chosen.lag == 0:  # without a log, or a log alone: none is it
+        space["transform"] = tuple(t for t in SPACE["transform"] if t != UNLOGGED)
+    shapes = structures(config, held, space)
     firsts: list[tuple[dict[str, Any], Candidate]] = []
     for shape in shapes:
         if not budget.allows(done, search_config.budget * EXPLORE_SHARE):
@@ -216,7 +243,10 @@ def search(
     ranked = sorted(firsts, key=lambda sc: sc[1].score)[:2]
     extra = [(shape, config.seed + s) for s in range(1, search_config.seeds) for shape, _ in ranked]
     for shape, seed in extra:
-        if not budget.allows(done, search_config.budget):
+        like = [
+            c for c in done if c.config == candidate_config(config, shape, c.config.seed, chosen)
+        ]
+        if not budget.allows(done, search_config.budget, like):
             break
         run(shape, seed)
     searched = budget.elapsed()
@@ -234,21 +264,32 @@ def _finish(
 ) -> list[Trained]:
     """Average the top k when validation prefers it; refit; score the test rows once."""
     order = sorted(done, key=lambda c: c.score)
-    best = order[0]
-    # As many members as the time left can refit (when refitting), up to the ensemble size.
-    most = search_config.ensemble if not config.refit else budget.refits(done)
-    # Members share the cell (one state layout) and the transform (one output unit).
-    same = [c for c in order if (c.config.cell, c.config.transform) == _kind(best.config)]
-    pool = same[: min(search_config.ensemble, most)]
+    # The structure: of those fitted with the most seeds, the lowest mean score over its
+    # seeds (a single seed's score, chosen among many, is biased low by the choice).
+    groups: dict[tuple[Any, ...], list[Candidate]] = {}
+    for c in order:
+        groups.setdefault(_structure(c.config), []).append(c)
+    most_seeds = max(len(g) for g in groups.values())
+    pool = min(
+        (g for g in groups.values() if len(g) == most_seeds),
+        key=lambda g: float(np.mean([c.score for c in g])),
+    )
+    best = pool[0]
+    # As many members as the time left can refit (when refitting), up to the ensemble size:
+    # the structure's seeds, best first (they share the cell, hence one state layout, and
+    # the transform, hence one output unit).
+    seed_mean = float(np.mean([c.score for c in pool]))
+    most = search_config.ensemble if not config.refit else budget.refits(pool)
+    pool = pool[: min(search_config.ensemble, most)]
     scores = {1: best.score}
     for k in range(2, len(pool) + 1):
         members = Ensemble([c.trained.model for c in pool[:k]])
         scores[k] = validation_scores(members, best.trained)[1]
-    # The most members whose average scores within AVERAGE_SLACK of the best score: the
-    # best single candidate's score is biased low by its selection among many on a few
-    # validation rows, an average's much less, and averaging steadies the seed's effect.
-    top = min(scores.values())
-    k = max(n for n, v in scores.items() if v <= top * (1.0 + AVERAGE_SLACK))
+    # The most members whose average scores no worse than the structure's mean seed score:
+    # what one seed of it may be expected to score. The best seed's own score is biased low
+    # by its choice among the seeds on a few validation rows (an average's much less), and
+    # averaging steadies the seed's effect.
+    k = max(n for n, v in scores.items() if v <= seed_mean)
     chosen = pool[:k]
     if config.refit:
         finals = [refit_trained(c.trained, progress) for c in chosen]
@@ -263,6 +304,9 @@ def _finish(
         "chosen": "best" if k == 1 else f"average of the top {k}",
         "members": [done.index(c) for c in chosen],
         "validation_score_by_k": {str(n): s for n, s in scores.items()},
+        # The mean score of the chosen structure's seeds: an average is kept when it scores
+        # no worse.
+        "seed_mean_score": seed_mean,
         "search_seconds": round(searched, 2),
         "seconds": round(budget.elapsed(), 2),
     }
@@ -293,5 +337,5 @@ def _finish(
     ]
 
 
-def _kind(config: TrainConfig) -> tuple[str, str]:
-    return config.cell, config.transform
+def _structure(config: TrainConfig) -> tuple[Any, ...]:
+    return config.cell, config.hidden_size, config.window, config.transform

@@ -236,8 +236,9 @@ def test_search_budget_zero_trains_the_config_alone(tmp_path: Path, nile_csv: Pa
         (["--ensemble", "0"], "ensemble must be at least 1, got 0"),
         (["--season", "1"], "season must be at least 2, got 1"),
         (["--hidden-size", "0"], "hidden_size must be at least 1, got 0"),
+        (["--rollout", "0"], "rollout must be at least 1, got 0"),
     ],
-    ids=["budget", "ensemble", "season", "hidden-size"],
+    ids=["budget", "ensemble", "season", "hidden-size", "rollout"],
 )
 def test_bad_search_options_exit_2_and_write_nothing(
     tmp_path: Path, args: list[str], message: str
@@ -246,3 +247,29 @@ def test_bad_search_options_exit_2_and_write_nothing(
     assert result.returncode == 2
     assert result.stderr.strip() == f"seqcast train: error: {message}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_choice_is_the_structure_with_the_best_mean_over_its_seeds(sine: Series) -> None:
+    cfg = tiny_config("lstm")
+    space = SearchConfig(budget=1e9, ensemble=3, seeds=3)
+    trained = search(sine, cfg, space, fixed=HELD, clock=_still)[0]
+    record = trained.search
+    assert record is not None
+    candidates = record["candidates"]
+    by_cell: dict[str, list[float]] = {}
+    for c in candidates:
+        by_cell.setdefault(c["cell"], []).append(c["score"])
+    # Both cells got three seeds; the chosen one has the lower mean score, not necessarily
+    # the single best candidate.
+    assert sorted(len(v) for v in by_cell.values()) == [3, 3]
+    cell = min(by_cell, key=lambda k: float(np.mean(by_cell[k])))
+    members = [candidates[i] for i in record["members"]]
+    assert {m["cell"] for m in members} == {cell}
+    assert trained.config.cell == cell
+    # The members are its best seeds; the most whose average scores no worse than the mean
+    # seed score of the structure.
+    assert [m["score"] for m in members] == sorted(by_cell[cell])[: len(members)]
+    mean = float(np.mean(by_cell[cell]))
+    scores = {int(k): v for k, v in record["validation_score_by_k"].items()}
+    assert scores[len(members)] <= mean
+    assert all(v > mean for n, v in scores.items() if n > len(members))
