@@ -103,8 +103,7 @@ class InferenceCore:
                 out.time = s.time
         scale = self.model.error_scale
         if scale is not None:  # the intervals' running scale, whether asked for or not
-            for s, out in zip(inputs, results, strict=True):
-                out.scale = scale.update(s.scale, s.values, out.predictions)
+            scale.update_all(inputs, results)
         return results
 
     def _predict_transformed(

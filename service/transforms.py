@@ -14,11 +14,16 @@ carried in the state beside the levels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.manifest import Manifest, TargetTransform
+
+if TYPE_CHECKING:
+    from service.inference import SeriesInput, SeriesOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,20 +158,47 @@ class ErrorScale:
         """The state after values (T, F) and their one-step predictions (T, O) in levels
         (NaN where none): each value scored against the prediction made before it."""
         prior = self.fresh() if state is None else state
-        actual = self.units(values[:, self.cols].astype(np.float64))  # (T, O)
-        pred = self.units(predictions.astype(np.float64))  # (T, O)
-        before = np.concatenate([prior[1:2].astype(np.float64), pred[:-1]])  # (T, O)
+        after: np.ndarray = self.update_batch(prior[None], values[None], predictions[None])[0]
+        return after
+
+    def update_all(self, inputs: Sequence[SeriesInput], results: Sequence[SeriesOutput]) -> None:
+        """Set each result's scale state: series of one length updated together."""
+        if len(inputs) == 1:
+            s, out = inputs[0], results[0]
+            out.scale = self.update(s.scale, s.values, out.predictions)
+            return
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (s, out) in enumerate(zip(inputs, results, strict=True)):
+            key = (s.values.shape[0], out.predictions.shape[0])
+            groups.setdefault(key, []).append(i)
+        for indices in groups.values():
+            priors = [inputs[i].scale for i in indices]
+            prior = np.stack([self.fresh() if p is None else p for p in priors])
+            values = np.stack([inputs[i].values for i in indices])
+            predictions = np.stack([results[i].predictions for i in indices])
+            states = self.update_batch(prior, values, predictions)
+            for b, i in enumerate(indices):
+                results[i].scale = states[b]
+
+    def update_batch(
+        self, prior: np.ndarray, values: np.ndarray, predictions: np.ndarray
+    ) -> np.ndarray:
+        """`update` for B series of one length at once: prior (B, 2, O), values (B, T, F),
+        predictions (B, T, O); the states (B, 2, O)."""
+        actual = self.units(values[:, :, self.cols].astype(np.float64))  # (B, T, O)
+        pred = self.units(predictions.astype(np.float64))  # (B, T, O)
+        before = np.concatenate([prior[:, 1:2].astype(np.float64), pred[:, :-1]], axis=1)
         err = actual - before
         valid = np.isfinite(err)
         # m = d^n m0 + sum over the n errors (1 - d) d^(later errors) e^2, in one pass.
-        later = np.cumsum(valid[::-1], axis=0)[::-1] - valid  # valid errors after each row
+        later = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1] - valid  # valid errors after
         d = self.decay
         weights = np.where(valid, (1.0 - d) * d ** later.astype(np.float64), 0.0)
-        n = valid.sum(axis=0)
-        m = d**n * prior[0] + (weights * np.where(valid, err, 0.0) ** 2).sum(axis=0)
-        out = np.empty_like(prior, dtype=np.float32)
-        out[0] = np.minimum(m, _M_MAX)  # finite in float32 (and in JSON), whatever came
-        out[1] = pred[-1] if pred.shape[0] else prior[1]
+        n = valid.sum(axis=1)  # (B, O)
+        m = d**n * prior[:, 0] + (weights * np.where(valid, err, 0.0) ** 2).sum(axis=1)
+        out = np.empty(prior.shape, dtype=np.float32)
+        out[:, 0] = np.minimum(m, _M_MAX)  # finite in float32 (and in JSON), whatever came
+        out[:, 1] = pred[:, -1] if pred.shape[1] else prior[:, 1]
         return out
 
     def scale(self, state: np.ndarray) -> np.ndarray:

@@ -212,3 +212,52 @@ def test_the_open_inference_protocol_serves_a_model_with_adaptive_intervals(
     np.testing.assert_allclose(
         np.ravel(outputs["h"]["data"]), np.ravel(want["state"]["h"]), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("space", ["levels", "log"])
+def test_series_updated_together_get_the_scale_each_would_get_alone(space: str) -> None:
+    """InferenceCore updates the scale of a batch's series of one length together: the
+    same states as one series at a time, fresh or carried, with a missing prediction."""
+    from types import SimpleNamespace
+
+    from service.inference import SeriesInput, SeriesOutput
+    from service.transforms import ErrorScale
+
+    intervals = SimpleNamespace(decay=0.8, base=[0.02, 0.5], space=space)
+    manifest = SimpleNamespace(intervals=intervals, features=["a", "b"], targets=["b", "a"])
+    scale = ErrorScale(manifest)  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    inputs, results = [], []
+    for length, carried in [(5, False), (5, True), (3, True), (5, True), (1, False), (3, False)]:
+        values = rng.uniform(1.0, 2.0, size=(length, 2)).astype(np.float32)
+        predictions = rng.uniform(1.0, 2.0, size=(length, 2))
+        predictions[0, 1] = np.nan  # no prediction yet for one target
+        state = None
+        if carried:
+            state = np.array([[0.3, 0.1], [1.5, np.nan]], np.float32)
+        inputs.append(SeriesInput(values=values, scale=state))
+        results.append(SeriesOutput(predictions, predictions[-1:], np.zeros((1, 4)), None))
+    scale.update_all(inputs, results)
+    for s, out in zip(inputs, results, strict=True):
+        assert out.scale is not None
+        want = _scale_step_by_step(scale, s.scale, s.values, out.predictions)
+        np.testing.assert_allclose(out.scale, want, rtol=1e-6, equal_nan=True)
+
+
+def _scale_step_by_step(
+    scale: Any, state: np.ndarray | None, values: np.ndarray, predictions: np.ndarray
+) -> np.ndarray:
+    """The definition, one value at a time: m = d m + (1 - d) e^2 for each value that has
+    a prediction made before it, e in the intervals' units."""
+    unit = np.log if scale.space == "log" else (lambda y: y)
+    prior = scale.fresh() if state is None else state
+    m = prior[0].astype(np.float64).copy()
+    last = prior[1].astype(np.float64).copy()
+    d = scale.decay
+    for t in range(values.shape[0]):
+        for o, col in enumerate(scale.cols):
+            e = unit(float(values[t, col])) - last[o]
+            if np.isfinite(e):
+                m[o] = d * m[o] + (1.0 - d) * e * e
+        last = unit(predictions[t].astype(np.float64))
+    return np.stack([m, last]).astype(np.float32)
