@@ -74,7 +74,6 @@ class InferenceCore:
     def __init__(self, model: LoadedModel, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
         self.model = model
         self.chunk_steps = chunk_steps  # batch x time steps per ONNX Runtime run, at most
-        self._chunk_steps = chunk_steps
         self._lstm = model.manifest.is_lstm
         self._num_layers, self._hidden = model.state_shape
         self._output_names = ["y", "h_n", "c_n"] if self._lstm else ["y", "h_n"]
@@ -188,7 +187,7 @@ class InferenceCore:
         x = self._scale(x)
         h0 = self._initial(inputs, indices, "h")
         c0 = self._initial(inputs, indices, "c") if self._lstm else None
-        span = max(1, self._chunk_steps // x.shape[0])  # time steps per run
+        span = max(1, self.chunk_steps // x.shape[0])  # time steps per run
         if x.shape[1] <= span:
             return self._run(x, h0, c0)
         return self._run_chunked(x, h0, c0, span)

@@ -48,17 +48,9 @@ RunRecord = tuple[InferenceCore, float, float, "array[float]", int, int, list[tu
 def noted(core: InferenceCore, start: float, end: float, calls: Sequence[Noted]) -> RunRecord:
     """The record of one inference-core call that answered `calls`."""
     waits = array("d", [start - call.ticket for call in calls])
-    series = [s for call in calls for s in call.inputs]
-    lengths = [s.values.shape[0] for s in series]
-    horizons = [s.horizon for s in series]
-    n = len(series)
-    steps = sum(lengths) + sum(horizons) - n
-    length = lengths[0] if n else 0
-    if n and max(horizons) == 1 and lengths.count(length) == n:  # the common case: one group
-        runs = [(n, max(1, -(-length // max(1, core.chunk_steps // n))))]
-    else:
-        runs = ort_runs(list(zip(lengths, horizons, strict=True)), core.chunk_steps)
-    return core, start, end, waits, n, steps, runs
+    ran = [(s.values.shape[0], s.horizon) for call in calls for s in call.inputs]
+    steps = sum(length + horizon - 1 for length, horizon in ran)
+    return core, start, end, waits, len(ran), steps, ort_runs(ran, core.chunk_steps)
 
 
 def ort_runs(ran: Sequence[tuple[int, int]], chunk_steps: int) -> list[tuple[int, int]]:

@@ -224,7 +224,7 @@ class RunTelemetry:
 
     def _counts_of(self, model: LoadedModel, chunk_steps: int) -> _RunCounts:
         assert self._metrics is not None
-        key = (model.name, model.version)
+        key = model.key
         counts = self._counts.get(key)
         if counts is None or counts.chunk_steps != max(1, chunk_steps):
             counts = self._counts[key] = _RunCounts(self._metrics.model(model), chunk_steps)
@@ -266,7 +266,7 @@ class RunTelemetry:
         by_model: dict[tuple[str, int], list[RunRecord]] = {}
         for record in taken:
             model = record[0].model
-            by_model.setdefault((model.name, model.version), []).append(record)
+            by_model.setdefault(model.key, []).append(record)
         for key, found in by_model.items():
             self._counts[key].record_all(found)  # made with the core
 
