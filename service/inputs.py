@@ -272,6 +272,19 @@ def state_arrays(
             f"model {model.name!r} version {model.version}",
             f"{field}.model" if state.model != model.name else f"{field}.version",
         )
+    # What only some models' states carry is absent from the others' (as the schema says).
+    if not model.timed and getattr(state, "time", None) is not None:
+        raise InputError(
+            "unknown_field",
+            f"{field}.time must be absent: model {model.name!r} has no time column",
+            f"{field}.time",
+        )
+    if not model.lag and getattr(state, "levels", None) is not None:
+        raise InputError(
+            "unknown_field",
+            f"{field}.levels must be absent: model {model.name!r} does not difference its targets",
+            f"{field}.levels",
+        )
     layers, hidden = model.state_shape
     h = _state_matrix(state.h, layers, hidden, f"{field}.h")
     if model.manifest.is_lstm:

@@ -223,6 +223,13 @@ def test_bad_steps_are_422_naming_the_field(
                                                     "h": [[0.0] * 5] * 2}}, 422, "state.model"),
         ("/v1/models/tiny-rnn/sessions", {"state": {"model": "tiny-rnn", "version": 1,
                                                     "h": [[0.0] * 5]}}, 422, "state.h"),
+        # A state field only other models' states carry (no time column, no differences).
+        ("/v1/models/tiny-gru/sessions", {"state": {"model": "tiny-gru", "version": 1,
+                                                    "h": [[0.0] * 5] * 2, "time": "2024-01"}},
+         422, "state.time"),
+        ("/v1/models/tiny-gru/sessions", {"state": {"model": "tiny-gru", "version": 1,
+                                                    "h": [[0.0] * 5] * 2, "levels": [1.0]}},
+         422, "state.levels"),
     ],
 )  # fmt: skip
 def test_bad_creations(client: TestClient, url: str, body: object, status: int, field: str) -> None:
