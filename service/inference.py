@@ -91,12 +91,18 @@ class InferenceCore:
             else None
         )
 
-    def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
-        """Predictions, forecast and final state for every series, in input order."""
+    def predict(
+        self, inputs: Sequence[SeriesInput], runs: list[tuple[int, int]] | None = None
+    ) -> list[SeriesOutput]:
+        """Predictions, forecast and final state for every series, in input order.
+
+        `runs`, when given, gets the ONNX Runtime runs made, as (series per run, number of
+        such runs): what the metrics count.
+        """
         if self._transform is not None:
-            results = self._predict_transformed(self._transform, inputs)
+            results = self._predict_transformed(self._transform, inputs, runs)
         else:
-            results = self._predict(inputs)
+            results = self._predict(inputs, runs)
         if self._timed:
             for s, out in zip(inputs, results, strict=True):
                 out.time = s.time
@@ -106,7 +112,10 @@ class InferenceCore:
         return results
 
     def _predict_transformed(
-        self, t: StreamTransform, inputs: Sequence[SeriesInput]
+        self,
+        t: StreamTransform,
+        inputs: Sequence[SeriesInput],
+        runs: list[tuple[int, int]] | None,
     ) -> list[SeriesOutput]:
         """Values into model units, the plain path on them, and every answer back in levels."""
         prepared = [t.prepare(s.values, s.levels) for s in inputs]
@@ -121,7 +130,8 @@ class InferenceCore:
                     future=inputs[i].future,
                 )
                 for i in stepped
-            ]
+            ],
+            runs,
         )
         done = dict(zip(stepped, inner, strict=True))
         results = []
@@ -153,7 +163,9 @@ class InferenceCore:
             results.append(out)
         return results
 
-    def _predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
+    def _predict(
+        self, inputs: Sequence[SeriesInput], runs: list[tuple[int, int]] | None = None
+    ) -> list[SeriesOutput]:
         results: list[SeriesOutput] = [None] * len(inputs)  # type: ignore[list-item]
         # Series that need more forecast steps, with their scaled last prediction and state.
         pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
@@ -161,7 +173,7 @@ class InferenceCore:
         for i, s in enumerate(inputs):
             by_length.setdefault(s.values.shape[0], []).append(i)
         for indices in by_length.values():
-            y, h_n, c_n = self._run_group(inputs, indices)  # (B, T, O), (L, B, H)
+            y, h_n, c_n = self._run_group(inputs, indices, runs)  # (B, T, O), (L, B, H)
             preds = y * self.model.y_scale + self.model.y_offset  # original units
             # (B, L, H): one contiguous (L, H) block per series, as clients get it.
             hs = h_n.transpose(1, 0, 2) if len(indices) == 1 else h_n.transpose(1, 0, 2).copy()
@@ -174,11 +186,14 @@ class InferenceCore:
                 if inputs[i].horizon > 1:
                     pending.append((i, y[b, -1], h, c))
         if pending:
-            self._roll(inputs, pending, results)
+            self._roll(inputs, pending, results, runs)
         return results
 
     def _run_group(
-        self, inputs: Sequence[SeriesInput], indices: list[int]
+        self,
+        inputs: Sequence[SeriesInput],
+        indices: list[int],
+        runs: list[tuple[int, int]] | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if len(indices) == 1:
             x = inputs[indices[0]].values[None]  # (1, T, F)
@@ -188,6 +203,8 @@ class InferenceCore:
         h0 = self._initial(inputs, indices, "h")
         c0 = self._initial(inputs, indices, "c") if self._lstm else None
         span = max(1, self.chunk_steps // x.shape[0])  # time steps per run
+        if runs is not None:
+            runs.append((x.shape[0], max(1, -(-x.shape[1] // span))))
         if x.shape[1] <= span:
             return self._run(x, h0, c0)
         return self._run_chunked(x, h0, c0, span)
@@ -243,9 +260,12 @@ class InferenceCore:
         inputs: Sequence[SeriesInput],
         pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]],
         results: list[SeriesOutput],
+        runs: list[tuple[int, int]] | None,
     ) -> None:
         """Feed predictions back for horizon - 1 more steps, all pending series in one batch."""
         steps = max(inputs[i].horizon for i, _, _, _ in pending) - 1
+        if runs is not None:
+            runs.append((len(pending), steps))
         x = np.stack([y_last for _, y_last, _, _ in pending])[:, None, :]  # (B, 1, O)
         known = None
         if self._known_mul is not None:  # calendar inputs of the rolled-out steps, scaled

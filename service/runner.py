@@ -198,10 +198,13 @@ class ModelRunner:
         if records is None:
             with self._hooks.batch(core, (ticket,)):
                 return core.predict(inputs)
+        runs: list[tuple[int, int]] = []
         start = perf_counter()
-        outputs = core.predict(inputs)
-        records.append(noted(core, start, perf_counter(), (Ran(inputs, cast(float, ticket)),)))
-        self._hooks.drain()  # now: a large call's inputs are not kept
+        outputs = core.predict(inputs, runs)
+        end = perf_counter()
+        made = (Ran(cast(float, ticket)),)
+        records.append(noted(core, start, end, made, len(inputs), work_steps(inputs), runs))
+        self._hooks.drain()
         return outputs
 
     def _wait_turn(
@@ -248,30 +251,37 @@ def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord]
     fails); note each core call that answered in `records`, when given."""
     live = [call for call in batch if not call.future.done()]  # a cancelled caller is gone
     if len(live) > 1:
+        inputs = [s for call in live for s in call.inputs]
+        runs: list[tuple[int, int]] | None = [] if records is not None else None
         start = perf_counter()
         try:
-            outputs = core.predict([s for call in live for s in call.inputs])
+            outputs = core.predict(inputs, runs)
         except Exception:
             # An input error belongs to one caller: answer each alone below, so that only
             # the caller at fault gets it and the others their predictions.
             pass
         else:
             if records is not None:
-                records.append(noted(core, start, perf_counter(), live))
-            start = 0
+                assert runs is not None
+                steps = sum([call.steps for call in live])
+                records.append(noted(core, start, perf_counter(), live, len(inputs), steps, runs))
+            first = 0
             for call in live:
-                end = start + len(call.inputs)
-                call.future.set_result(outputs[start:end])
-                start = end
+                last = first + len(call.inputs)
+                call.future.set_result(outputs[first:last])
+                first = last
             return
     for call in live:
         future = call.future
+        runs = [] if records is not None else None
         start = perf_counter()
         try:
-            outputs = core.predict(call.inputs)
+            outputs = core.predict(call.inputs, runs)
         except Exception as exc:
             future.set_exception(exc)
         else:
             if records is not None:
-                records.append(noted(core, start, perf_counter(), (call,)))
+                assert runs is not None
+                end = perf_counter()
+                records.append(noted(core, start, end, (call,), len(call.inputs), call.steps, runs))
             future.set_result(outputs)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, NamedTuple, Protocol
 
-from service.inference import InferenceCore, SeriesInput
+from service.inference import InferenceCore
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
 
@@ -20,64 +20,40 @@ StepOutcome = Literal["applied", "replayed", "conflict"]
 
 
 class Noted(Protocol):
-    """One call an inference-core run answered: its ticket (the perf_counter time it was
-    made at) and its inputs."""
+    """One call an inference-core run answered: its ticket, the perf_counter time it was
+    made at."""
 
     @property
     def ticket(self) -> Any: ...
-
-    @property
-    def inputs(self) -> Sequence[SeriesInput]: ...
 
 
 class Ran(NamedTuple):
     """A call run on its own (Noted)."""
 
-    inputs: Sequence[SeriesInput]
     ticket: float
 
 
 # One inference-core call, noted when it ends (`noted`): the core, its perf_counter start
 # and end, how long each call it answered waited for it to start (raw doubles), the
-# series and recurrent steps it ran, and its ONNX Runtime runs as (series per run,
-# number of such runs). Numbers only: a record keeps no request's objects alive, so the
-# memory a request used is free for the next one while records wait to be counted.
+# series and recurrent steps it ran, and the ONNX Runtime runs the core reported making,
+# as (series per run, number of such runs). Numbers only: a record keeps no request's
+# objects alive, so the memory a request used is free for the next one while records
+# wait to be counted.
 RunRecord = tuple[InferenceCore, float, float, "array[float]", int, int, list[tuple[int, int]]]
 
 
-def noted(core: InferenceCore, start: float, end: float, calls: Sequence[Noted]) -> RunRecord:
+def noted(
+    core: InferenceCore,
+    start: float,
+    end: float,
+    calls: Sequence[Noted],
+    series: int,
+    steps: int,
+    runs: list[tuple[int, int]],
+) -> RunRecord:
     """The record of one inference-core call that answered `calls`."""
     waits = array("d", [start - call.ticket for call in calls])
-    ran = [(s.values.shape[0], s.horizon) for call in calls for s in call.inputs]
-    steps = sum(length + horizon - 1 for length, horizon in ran)
-    return core, start, end, waits, len(ran), steps, ort_runs(ran, core.chunk_steps)
-
-
-def ort_runs(ran: Sequence[tuple[int, int]], chunk_steps: int) -> list[tuple[int, int]]:
-    """The ONNX Runtime runs InferenceCore.predict makes for series of these (length,
-    horizon), as (series per run, number of such runs): one group per length, run in
-    chunks of at most `chunk_steps` steps (batch x time), then the rollout of the series
-    whose horizon is above 1, one run per further forecast step, all of them together."""
-    by_length: dict[int, int] = {}
-    rolled = 0
-    horizon = 1
-    for length, series_horizon in ran:
-        by_length[length] = by_length.get(length, 0) + 1
-        if series_horizon > 1:
-            rolled += 1
-            horizon = max(horizon, series_horizon)
-    runs = [
-        (batch, max(1, -(-length // max(1, chunk_steps // batch))))
-        for length, batch in by_length.items()
-    ]
-    if rolled:
-        runs.append((rolled, horizon - 1))
-    return runs
-
-
-def shapes(inputs: Sequence[SeriesInput]) -> list[tuple[int, int]]:
-    """The (length, horizon) of each series."""
-    return [(s.values.shape[0], s.horizon) for s in inputs]
+    return core, start, end, waits, series, steps, runs
 
 
 # The runner drains its records once it holds this many (and the hooks before a scrape).

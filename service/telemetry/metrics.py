@@ -43,7 +43,7 @@ COUNT_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024
 
 _MODEL = ("model", "version")
 _LOG_LIMIT = 1024  # model requests noted before they are counted (or at the next scrape)
-_SLOTS = 4096  # (route, method, model version) combinations noted; beyond: counted at once
+_CODES = 4096  # (route, method, model version, status) combinations noted; beyond: counted at once
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 SPECS = {
@@ -277,13 +277,13 @@ class MetricsObserver:
     """The front door's observer: HTTP requests in flight and answered, and per-model
     request counts and durations for every request, whichever way it was answered.
 
-    In one process a request that ran on a model version is noted in a list as it ends
-    (one append), and the others in a plain dict keyed by everything their labels need;
-    both reach their metrics when /metrics is scraped, or once the list holds
-    _LOG_LIMIT requests (`flush`), counted together: the same model's durations are
-    bucketed at once, and equal requests counted by one Counter. With several workers
-    they go to the shared files at once, since the scraped worker cannot flush the
-    others.
+    In one process a request that ran on a model version is noted as it ends, as one
+    integer and its duration in two arrays; the others in a plain dict keyed by
+    everything their labels need. Both reach their metrics when /metrics is scraped, or
+    once the arrays hold _LOG_LIMIT requests (`flush`), counted together: the same
+    model's durations are bucketed at once, and equal requests counted by one Counter.
+    With several workers (SharedMetricsObserver) they go to the shared files at once,
+    since the scraped worker cannot flush the others.
     """
 
     def __init__(self, metrics: Metrics, model_routes: Iterable[str]):
@@ -300,12 +300,12 @@ class MetricsObserver:
         self._durations: dict[tuple[str, int], Value] = {}
         self._pending: dict[_Key, int] | None = None if metrics.shared else {}
         # One process: model requests noted as they end, counted in `flush`, as numbers
-        # only (no request's objects stay alive): a slot for (id of the route, method,
-        # model version) times 1024, plus the status; and their durations, in order.
-        self._codes: array[int] | None = None if metrics.shared else array("q")
+        # only (no request's objects stay alive): a code for (id of the route, method,
+        # model version, status), its index in _code_keys; and their durations, in order.
+        self._codes = array("q")
         self._seconds = array("d")
-        self._slots: dict[tuple[int, str, tuple[str, int]], int] = {}
-        self._slot_keys: list[tuple[int, str, tuple[str, int]]] = []
+        self._code_of: dict[_CodeKey, int] = {}
+        self._code_keys: list[_CodeKey] = []
         # One process: the gauge of requests in flight is set at the scrape from the
         # front door's count (`bind`); several: each worker counts into the shared files.
         self.needs_start = metrics.shared
@@ -320,39 +320,47 @@ class MetricsObserver:
         self._metrics.in_flight.inc()  # several workers (needs_start)
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
+        # The common case in one lookup: an HTTP request on a route, with a method, that
+        # ran on a model version, with a status already seen (else `_ended_first`).
+        try:
+            code = self._code_of[
+                id(scope["route"]), scope["method"], scope[REQUEST_INFO].model.key, status
+            ]
+        except (KeyError, AttributeError):
+            self._ended_first(scope, status, seconds)
+            return
         codes = self._codes
-        if codes is not None:
-            info: RequestInfo | None = scope.get(REQUEST_INFO)
-            if info is not None:
-                model = info.model
-                route = scope.get("route")
-                method = scope.get("method")
-                if model is not None and route is not None and method is not None:
-                    # An HTTP request on a route that ran on a model version: the common
-                    # case, noted here and counted in `flush`.
-                    key = (id(route), method, model.key)
-                    slot = self._slots.get(key)
-                    if slot is None:
-                        slot = self._slot(key, route, model)
-                    if slot >= 0 and 0 <= status < 1024:
-                        codes.append(slot << 10 | status)
-                        self._seconds.append(seconds)
-                        if len(codes) >= _LOG_LIMIT:
-                            self.flush()
-                        return
-        self._ended_now(scope, status, seconds)
+        codes.append(code)
+        self._seconds.append(seconds)
+        if len(codes) >= _LOG_LIMIT:
+            self.flush()
 
-    def _slot(self, key: tuple[int, str, tuple[str, int]], route: Any, model: LoadedModel) -> int:
-        """A new slot for requests of this route, method and model version; -1 when there
-        are _SLOTS already (such requests are counted at once)."""
-        if len(self._slot_keys) >= _SLOTS:
-            return -1
-        if key[0] not in self._routes:
-            self._route(route, "")
-        self._duration(model)
-        slot = self._slots[key] = len(self._slot_keys)
-        self._slot_keys.append(key)
-        return slot
+    def _ended_first(self, scope: Scope, status: int, seconds: float) -> None:
+        """A request `request_ended` has no code for: a code made for it (and noted), or
+        counted at once (not a model request, no route or method, beyond _CODES)."""
+        info: RequestInfo | None = scope.get(REQUEST_INFO)
+        model = info.model if info is not None else None
+        route = scope.get("route")
+        method = scope.get("method")
+        if (
+            model is not None
+            and route is not None
+            and isinstance(method, str)
+            and isinstance(status, int)
+            and len(self._code_keys) < _CODES
+        ):
+            key = (id(route), method, model.key, status)
+            if id(route) not in self._routes:
+                self._route(route, "")
+            self._duration(model)
+            code = self._code_of[key] = len(self._code_keys)
+            self._code_keys.append(key)
+            self._codes.append(code)
+            self._seconds.append(seconds)
+            if len(self._codes) >= _LOG_LIMIT:
+                self.flush()
+            return
+        self._ended_now(scope, status, seconds)
 
     def _ended_now(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")  # set by the router that matched, or the front door
@@ -412,15 +420,15 @@ class MetricsObserver:
         codes, seconds = self._codes, self._seconds
         if codes:
             self._codes, self._seconds = array("q"), array("d")
-            keys = self._slot_keys
+            keys = self._code_keys
             counted = Counter(codes)
-            models = {keys[code >> 10][2] for code in counted}
+            models = {keys[code][2] for code in counted}
             if len(models) == 1:  # one model version: the common case
                 observe_all(self._duration_of(models.pop()), seconds)
             else:
                 by_model: dict[tuple[str, int], list[float]] = {}
                 for code, took in zip(codes, seconds, strict=True):
-                    model_key = keys[code >> 10][2]
+                    model_key = keys[code][2]
                     found = by_model.get(model_key)
                     if found is None:
                         found = by_model[model_key] = []
@@ -428,11 +436,11 @@ class MetricsObserver:
                 for model_key, took_all in by_model.items():
                     observe_all(self._duration_of(model_key), took_all)
             for code, count in counted.items():
-                route_id, method, (name, version) = keys[code >> 10]
+                route_id, method, (name, version), status = keys[code]
                 known = self._routes.get(route_id, _UNKNOWN_ROUTE)
                 if method not in _METHODS:
                     method = "other"
-                noted: _Key = (known[1], method, code & 1023, name, version)
+                noted: _Key = (known[1], method, status, name, version)
                 pending[noted] = pending.get(noted, 0) + count
         for key, count in pending.items():
             self._count(key, count)
@@ -459,3 +467,19 @@ _UNKNOWN_ROUTE = (None, "", False)  # beyond the routes remembered (an app has a
 
 # (route template, method, status, model name or None when not a model request, version)
 _Key = tuple[str, str, int, str | None, int]
+# (id of the route object, method, (model name, version), status)
+_CodeKey = tuple[int, str, tuple[str, int], int]
+
+
+class SharedMetricsObserver(MetricsObserver):
+    """The observer with several workers: every request counted at once into the shared
+    files (with the gauge of requests in flight)."""
+
+    def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
+        self._ended_now(scope, status, seconds)
+
+
+def metrics_observer(metrics: Metrics, model_routes: Iterable[str]) -> MetricsObserver:
+    """The front door's observer for these metrics (one process, or several workers)."""
+    made = SharedMetricsObserver if metrics.shared else MetricsObserver
+    return made(metrics, model_routes)

@@ -14,7 +14,7 @@ from service.api.front_door import FrontDoor, RequestObserver
 from service.api.routes import stream
 from service.settings import Settings
 from service.telemetry.hooks import NO_RUN_HOOKS, NO_SESSION_HOOKS, RunHooks, SessionHooks
-from service.telemetry.metrics import Metrics, MetricsObserver
+from service.telemetry.metrics import Metrics, MetricsObserver, metrics_observer
 from service.telemetry.work import RunTelemetry, SessionTelemetry
 
 
@@ -47,7 +47,7 @@ class Telemetry:
             # a model version is known: the routes with a JSON body, and the stream.
             model_routes = [route.path for route, _ in declared_routes(app)]
             model_routes += [getattr(route, "path", "") for route in stream.router.routes]
-            self._observer = MetricsObserver(self.metrics, model_routes)
+            self._observer = metrics_observer(self.metrics, model_routes)
             observers.append(self._observer)
         return observers
 

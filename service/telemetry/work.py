@@ -3,8 +3,8 @@ session manager's steps (service.telemetry.hooks says where each is called).
 
 The runner's metrics cost one record per batch: when it starts, the calls' queue waits
 and the batch's size; when the inference core returns, its duration, series, steps and
-ONNX Runtime runs, all under one lock. The runs are counted from the inputs, the way
-the core splits them (`ort_runs`), not by a layer around each `session.run`.
+ONNX Runtime runs, all under one lock. The runs are those the inference core reports
+making (InferenceCore.predict's `runs`), not counted by a layer around each `session.run`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from service.inference import InferenceCore, SeriesInput, SeriesOutput, work_ste
 from service.repository import LoadedModel
 from service.sessions.store import SessionStore
 from service.telemetry.families import LOCK, _LocalHistogram, _LocalNumber
-from service.telemetry.hooks import RunRecord, StepOutcome, ort_runs, shapes
+from service.telemetry.hooks import RunRecord, StepOutcome
 from service.telemetry.metrics import Metrics, ModelMetrics
 from service.telemetry.store import MeasuredStore
 
@@ -90,26 +90,12 @@ class _RunCounts:
             batch_calls.counts[b] += 1
             batch_calls.sum += calls
 
-    def ran(self, seconds: float, inputs: Sequence[SeriesInput]) -> None:
-        """The inference core answered `inputs` in `seconds`."""
-        if len(inputs) == 1 and self.local:  # the common case, kept short
-            s = inputs[0]
-            length, horizon = s.values.shape[0], s.horizon
-            chunk = self.chunk_steps  # a series alone runs in chunks of this many steps
-            runs = horizon if length <= chunk else horizon - 1 - (-length // chunk)
-            compute, run_batch = self.compute_h, self.run_batch_h
-            i = bisect_left(compute.bounds, seconds)
-            with LOCK:
-                compute.counts[i] += 1
-                compute.sum += seconds
-                self.executions_n.value += 1
-                self.series_n.value += 1
-                self.steps_n.value += length + horizon - 1
-                run_batch.counts[0] += runs  # the first bound is 1
-                run_batch.sum += runs
-            return
+    def ran(
+        self, seconds: float, inputs: Sequence[SeriesInput], runs: list[tuple[int, int]]
+    ) -> None:
+        """The inference core answered `inputs` in `seconds`, with these ONNX Runtime runs
+        (series per run, number of such runs)."""
         steps = work_steps(inputs)
-        runs = ort_runs(shapes(inputs), self.chunk_steps)
         if not self.local:
             self.compute.observe(seconds)
             self.executions.inc()
@@ -182,13 +168,16 @@ class MeasuredCore(InferenceCore):
         self.counts = counts
         self._tracing = tracing
 
-    def predict(self, inputs: Sequence[SeriesInput]) -> list[SeriesOutput]:
+    def predict(
+        self, inputs: Sequence[SeriesInput], runs: list[tuple[int, int]] | None = None
+    ) -> list[SeriesOutput]:
         counts = self.counts
         if counts is None:
-            return super().predict(inputs)
+            return super().predict(inputs, runs)
+        made: list[tuple[int, int]] = [] if runs is None else runs
         start = perf_counter()
-        outputs = super().predict(inputs)
-        counts.ran(perf_counter() - start, inputs)
+        outputs = super().predict(inputs, made)
+        counts.ran(perf_counter() - start, inputs, made)
         return outputs
 
 

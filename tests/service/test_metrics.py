@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.inference import InferenceCore, SeriesInput, work_steps
 from service.repository import LoadedModel, load_version
 from service.runner import ModelRunner
-from service.telemetry.hooks import DRAIN_AT, shapes
+from service.telemetry.hooks import DRAIN_AT
 from service.telemetry.metrics import _LOG_LIMIT, Metrics
-from service.telemetry.work import MeasuredCore, RunTelemetry, _RunCounts, ort_runs
+from service.telemetry.work import MeasuredCore, RunTelemetry, _RunCounts
 from tests.redis_fixture import free_port
 from tests.service.sessions_support import MakeClient
 
@@ -255,24 +255,27 @@ def test_requests_are_counted_past_the_ones_noted(make_client: MakeClient) -> No
     assert of(samples, "seqcast_http_requests_in_flight") == {(): 1}  # the scrape itself
 
 
-def test_requests_beyond_the_slots_noted_are_counted_at_once(
+def test_requests_beyond_the_codes_noted_are_counted_at_once(
     make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One slot: the first model's requests are noted in it, the other's counted at once."""
-    monkeypatch.setattr("service.telemetry.metrics._SLOTS", 1)
+    """One code: the first model's successes are noted with it, the rest counted at once."""
+    monkeypatch.setattr("service.telemetry.metrics._CODES", 1)
     one = {"series": [{"values": [1.0, 2.0]}]}
+    bad = {"series": [{"values": [1.0, 2.0]}], "horizon": 0}
     with make_client() as c:
         for _ in range(3):
             assert c.post("/v1/models/tiny-rnn/predict", json=one).status_code == 200
+        assert c.post("/v1/models/tiny-rnn/predict", json=bad).status_code == 422
         for _ in range(2):
             assert c.post("/v1/models/tiny-lstm/predict", json=one).status_code == 200
         samples = scrape(c)
     assert of(samples, "seqcast_inference_requests_total") == {
         ("200", "tiny-rnn", "success", "1"): 3,
+        ("422", "tiny-rnn", "failure", "1"): 1,
         ("200", "tiny-lstm", "success", "2"): 2,
     }
     assert by_model(samples, "seqcast_inference_request_duration_seconds_count") == {
-        ("tiny-rnn", "1"): 3,
+        ("tiny-rnn", "1"): 4,
         ("tiny-lstm", "2"): 2,
     }
 
@@ -339,8 +342,9 @@ class _CountingCore(InferenceCore):
 async def test_counted_runs_are_the_runs_the_core_makes(
     model_dir: Path, chunk_steps: int, way: str
 ) -> None:
-    """Both ways of counting (the runner's records, or a measured core when tracing or
-    several workers) count the ONNX Runtime runs the core makes."""
+    """The runs the core reports are the ONNX Runtime runs it makes, and both ways of
+    counting (the runner's records, or a measured core when tracing or several workers)
+    count them."""
     model = load_version(
         model_dir / "tiny-lstm" / "1", ["CPUExecutionProvider"], ort.SessionOptions()
     )
@@ -354,10 +358,9 @@ async def test_counted_runs_are_the_runs_the_core_makes(
             for _ in range(int(rng.integers(1, 6)))
         ]
         core = _CountingCore(model, chunk_steps)
-        core.predict(inputs)
-        counted = sorted(
-            b for batch, n in ort_runs(shapes(inputs), chunk_steps) for b in [batch] * n
-        )
+        reported: list[tuple[int, int]] = []
+        core.predict(inputs, reported)
+        counted = sorted(b for batch, n in reported for b in [batch] * n)
         assert counted == sorted(core.runs), (
             chunk_steps,
             [(s.values.shape, s.horizon) for s in inputs],

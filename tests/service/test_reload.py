@@ -323,11 +323,11 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, thr
     entered, release = threading.Event(), threading.Event()
     predict = InferenceCore.predict
 
-    def gated(core: InferenceCore, inputs: Any) -> Any:
+    def gated(core: InferenceCore, inputs: Any, runs: Any = None) -> Any:
         if core.model.name == "m" and core.model.version == 1:
             entered.set()
             assert release.wait(10)
-        return predict(core, inputs)
+        return predict(core, inputs, runs)
 
     monkeypatch.setattr(InferenceCore, "predict", gated)
     yield entered, release

@@ -42,9 +42,9 @@ def count_predicts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = InferenceCore.predict
 
-    def counting(self: InferenceCore, inputs: Any) -> Any:
+    def counting(self: InferenceCore, inputs: Any, runs: Any = None) -> Any:
         sizes.append(len(inputs))
-        return original(self, inputs)
+        return original(self, inputs, runs)
 
     monkeypatch.setattr(InferenceCore, "predict", counting)
     return sizes
