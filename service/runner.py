@@ -222,33 +222,36 @@ class ModelRunner:
         self._crowded = len(calls) > 1
         core = self.core(model)
         records = self._records
-        for batch in _batches(calls, self._inline_max_steps):
+        for batch, steps in _batches(calls, self._inline_max_steps):
             if records is None:
                 with self._hooks.batch(core, [call.ticket for call in batch]):
-                    _run_batch(core, batch, None)
+                    _run_batch(core, batch, steps, None)
             else:
-                _run_batch(core, batch, records)
+                _run_batch(core, batch, steps, records)
         if records is not None and len(records) >= DRAIN_AT:
             self._hooks.drain()
 
 
-def _batches(calls: list[_Call], max_steps: int) -> Iterator[list[_Call]]:
-    """Consecutive groups of calls, each at most `max_steps` of work (or a single call)."""
+def _batches(calls: list[_Call], max_steps: int) -> Iterator[tuple[list[_Call], int]]:
+    """Consecutive groups of calls, each at most `max_steps` of work (or a single call),
+    with their steps."""
     batch: list[_Call] = []
     steps = 0
     for call in calls:
         if batch and steps + call.steps > max_steps:
-            yield batch
+            yield batch, steps
             batch, steps = [], 0
         batch.append(call)
         steps += call.steps
     if batch:
-        yield batch
+        yield batch, steps
 
 
-def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord] | None) -> None:
-    """Answer the batch's calls with one inference-core call (or one each, when that
-    fails); note each core call that answered in `records`, when given."""
+def _run_batch(
+    core: InferenceCore, batch: list[_Call], steps: int, records: list[RunRecord] | None
+) -> None:
+    """Answer the batch's calls (of `steps` steps in all) with one inference-core call (or
+    one each, when that fails); note each core call that answered in `records`, when given."""
     live = [call for call in batch if not call.future.done()]  # a cancelled caller is gone
     if len(live) > 1:
         inputs = [s for call in live for s in call.inputs]
@@ -263,7 +266,8 @@ def _run_batch(core: InferenceCore, batch: list[_Call], records: list[RunRecord]
         else:
             if records is not None:
                 assert runs is not None
-                steps = sum([call.steps for call in live])
+                if len(live) < len(batch):
+                    steps = sum([call.steps for call in live])
                 records.append(noted(core, start, perf_counter(), live, len(inputs), steps, runs))
             first = 0
             for call in live:

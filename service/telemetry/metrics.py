@@ -300,10 +300,9 @@ class MetricsObserver:
         self._durations: dict[tuple[str, int], Value] = {}
         self._pending: dict[_Key, int] | None = None if metrics.shared else {}
         # One process: model requests noted as they end, counted in `flush`, as numbers
-        # only (no request's objects stay alive): a code for (id of the route, method,
-        # model version, status), its index in _code_keys; and their durations, in order.
-        self._codes = array("q")
-        self._seconds = array("d")
+        # only (no request's objects stay alive): pairs of a code for (id of the route,
+        # method, model version, status), its index in _code_keys, and the duration.
+        self._log = array("d")
         self._code_of: dict[_CodeKey, int] = {}
         self._code_keys: list[_CodeKey] = []
         # One process: the gauge of requests in flight is set at the scrape from the
@@ -329,10 +328,9 @@ class MetricsObserver:
         except (KeyError, AttributeError):
             self._ended_first(scope, status, seconds)
             return
-        codes = self._codes
-        codes.append(code)
-        self._seconds.append(seconds)
-        if len(codes) >= _LOG_LIMIT:
+        log = self._log
+        log.extend((code, seconds))
+        if len(log) >= 2 * _LOG_LIMIT:
             self.flush()
 
     def _ended_first(self, scope: Scope, status: int, seconds: float) -> None:
@@ -355,9 +353,8 @@ class MetricsObserver:
             self._duration(model)
             code = self._code_of[key] = len(self._code_keys)
             self._code_keys.append(key)
-            self._codes.append(code)
-            self._seconds.append(seconds)
-            if len(self._codes) >= _LOG_LIMIT:
+            self._log.extend((code, seconds))
+            if len(self._log) >= 2 * _LOG_LIMIT:
                 self.flush()
             return
         self._ended_now(scope, status, seconds)
@@ -417,18 +414,19 @@ class MetricsObserver:
         pending = self._pending
         if pending is None:
             return
-        codes, seconds = self._codes, self._seconds
-        if codes:
-            self._codes, self._seconds = array("q"), array("d")
+        log = self._log
+        if log:
+            self._log = array("d")
+            codes, seconds = log[::2], log[1::2]  # codes as floats (exact below 2**53)
             keys = self._code_keys
             counted = Counter(codes)
-            models = {keys[code][2] for code in counted}
+            models = {keys[int(code)][2] for code in counted}
             if len(models) == 1:  # one model version: the common case
                 observe_all(self._duration_of(models.pop()), seconds)
             else:
                 by_model: dict[tuple[str, int], list[float]] = {}
                 for code, took in zip(codes, seconds, strict=True):
-                    model_key = keys[code][2]
+                    model_key = keys[int(code)][2]
                     found = by_model.get(model_key)
                     if found is None:
                         found = by_model[model_key] = []
@@ -436,7 +434,7 @@ class MetricsObserver:
                 for model_key, took_all in by_model.items():
                     observe_all(self._duration_of(model_key), took_all)
             for code, count in counted.items():
-                route_id, method, (name, version), status = keys[code]
+                route_id, method, (name, version), status = keys[int(code)]
                 known = self._routes.get(route_id, _UNKNOWN_ROUTE)
                 if method not in _METHODS:
                     method = "other"

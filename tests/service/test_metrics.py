@@ -446,3 +446,30 @@ def test_open_inference_protocol_requests_are_counted(make_client: MakeClient) -
     }
     assert by_model(samples, "seqcast_sessions_created_total") == {("tiny-gru", "1"): 1}
     assert of(samples, "seqcast_sessions_live") == {}  # the end deleted it
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_a_failing_observer_fails_no_request_and_no_other_observer(
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    access_log: bool,
+) -> None:
+    """Alone (metrics only) or first of two (the access log, then metrics): an observer
+    that raises is logged; the request is answered and the other observer still counts."""
+    from service.api.front_door import AccessLog
+    from service.telemetry.metrics import MetricsObserver
+
+    def broken(self: object, scope: object, status: int, seconds: float) -> None:
+        raise RuntimeError("observer bug")
+
+    monkeypatch.setattr(AccessLog if access_log else MetricsObserver, "request_ended", broken)
+    body = {"series": [{"values": [1.0, 2.0]}]}
+    with make_client(access_log=access_log) as c, caplog.at_level("ERROR"):
+        for _ in range(2):
+            assert c.post("/v1/models/tiny-rnn/predict", json=body).status_code == 200
+        samples = scrape(c)
+    # The two predictions and the scrape.
+    assert sum("request observer" in r.getMessage() for r in caplog.records) == 3
+    counted = of(samples, "seqcast_inference_requests_total")
+    assert counted == ({("200", "tiny-rnn", "success", "1"): 2} if access_log else {})
