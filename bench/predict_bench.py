@@ -16,6 +16,14 @@ server's.
     .venv/bin/python -m bench.predict_bench --duration 5 --rounds 1   # quick look
     .venv/bin/python -m bench.predict_bench --serve --against 85b8e62   # as `seqcast serve`
     .venv/bin/python -m bench.predict_bench --oip 20 1000 --no-baseline --concurrency 16
+    .venv/bin/python -m bench.predict_bench --restart --variant SEQCAST_METRICS=false
+
+`--restart`: every measured run gets a server process of its own, started afresh (and
+warmed up) just before it. One process keeps its memory layout (address-space
+randomization, hash seed, where ONNX Runtime's buffers land) for all its runs, and on
+this machine that alone moved the rate of one configuration by up to ±5 % between
+processes, more than some changes measured here: with fresh processes a ratio averages
+over layouts as well as over time (docs/benchmarks.md).
 
 `--oip N ...`: on the same seqcast server, beside /v1 predict of the same N values (and
 state), the Open Inference Protocol's /v2 infer with binary tensors and with JSON
@@ -237,6 +245,11 @@ def main() -> int:
         "--serve", action="store_true", help="start seqcast by `seqcast serve`, not uvicorn"
     )
     parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="a fresh server process (warmed up) for every measured run; not with --oip",
+    )
+    parser.add_argument(
         "--oip",
         type=int,
         nargs="+",
@@ -244,6 +257,8 @@ def main() -> int:
         help="also /v2 infer (binary, JSON) beside /v1 predict of N values, same server",
     )
     args = parser.parse_args()
+    if args.restart and args.oip:
+        parser.error("--restart does not go with --oip (its runs share one server)")
     PREFIX[:] = SCHED[args.sched]
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -251,30 +266,28 @@ def main() -> int:
         repo, name = pick_model(workdir)
         lua = workdir / "post.lua"
         lua.write_text(lua_script())
-        servers = {
-            "seqcast": start(
-                "seqcast", repo, name, free_port(), stack, keys=args.api_key, serve=args.serve
-            )
+        # How each server starts: (kind, keyword arguments of `start`).
+        how: dict[str, tuple[str, dict[str, Any]]] = {
+            "seqcast": ("seqcast", {"keys": args.api_key, "serve": args.serve})
         }
         if args.against:
             before = checkout(args.against, workdir / "before", stack)
-            servers["before"] = start(
-                "before", repo, name, free_port(), stack, source=before, serve=args.serve
-            )
+            how["before"] = ("before", {"source": before, "serve": args.serve})
         if args.variant:
             extra = dict(item.split("=", 1) for item in args.variant)
-            servers["variant"] = start(
+            how["variant"] = (
                 "variant",
-                repo,
-                name,
-                free_port(),
-                stack,
-                keys=args.api_key,
-                extra_env=extra,
-                serve=args.serve,
+                {"keys": args.api_key, "extra_env": extra, "serve": args.serve},
             )
         if not args.no_baseline:
-            servers["baseline"] = start("baseline", repo, name, free_port(), stack)
+            how["baseline"] = ("baseline", {})
+
+        def launch(kind: str, within: ExitStack) -> tuple[str, int]:
+            server, options = how[kind]
+            return start(server, repo, name, free_port(), within, **options)
+
+        first = stack.enter_context(ExitStack())  # closed at once with --restart
+        servers = {kind: launch(kind, first) for kind in how}
         body = workdir / "body.json"
         body.write_bytes(request_body(servers["seqcast"][0], name))
         predict = f"/v1/models/{name}/predict"
@@ -304,9 +317,12 @@ def main() -> int:
         results: dict[str, Any] = {"model": name, "load_before": load, "runs": {}}
         results["sched"] = {k: os.sched_getscheduler(pid) for k, (_, pid) in servers.items()}
         results["decode_us"] = decode_times
+        if args.restart:  # each run starts its own
+            first.close()
         for connections in args.concurrency:
-            for url, pid, path, script, data in targets.values():
-                wrk(url, pid, path, connections, args.warmup, script, data)
+            if not args.restart:
+                for url, pid, path, script, data in targets.values():
+                    wrk(url, pid, path, connections, args.warmup, script, data)
             runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in targets}
             order = list(targets)
             for round_ in range(args.rounds):
@@ -314,7 +330,11 @@ def main() -> int:
                 shift = round_ % len(order)
                 for kind in order[shift:] + order[:shift]:
                     url, pid, path, script, data = targets[kind]
-                    r = wrk(url, pid, path, connections, args.duration, script, data)
+                    with ExitStack() as fresh:
+                        if args.restart:
+                            url, pid = launch(kind, fresh)
+                            wrk(url, pid, path, connections, args.warmup, script, data)
+                        r = wrk(url, pid, path, connections, args.duration, script, data)
                     if r["errors"] or r["non2xx"]:
                         raise RuntimeError(f"{kind} had failed requests: {r}")
                     runs[kind].append(r)
@@ -333,6 +353,8 @@ def main() -> int:
         print(f"before = seqcast at {args.against}; seqcast API keys: {args.api_key}")
     if args.variant:
         print(f"variant = this seqcast with {' '.join(args.variant)}; API keys: {args.api_key}")
+    if args.restart:
+        print("--restart: a fresh server process for every measured run")
     if args.oip:
         print("v2-*/N: /v2 infer of N values on the seqcast server; v1/N: /v1 predict of them "
               "(N = 20 is the seqcast row)")  # fmt: skip
