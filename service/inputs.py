@@ -50,6 +50,10 @@ class StateIn(Protocol):
     def h(self) -> Sequence[Sequence[float]]: ...
     @property
     def c(self) -> Sequence[Sequence[float]] | None: ...
+    @property
+    def levels(self) -> object | None: ...
+    @property
+    def time(self) -> str | None: ...
 
 
 class SeriesIn(Protocol):
@@ -273,13 +277,13 @@ def state_arrays(
             f"{field}.model" if state.model != model.name else f"{field}.version",
         )
     # What only some models' states carry is absent from the others' (as the schema says).
-    if not model.timed and getattr(state, "time", None) is not None:
+    if state.time is not None and not model.timed:
         raise InputError(
             "unknown_field",
             f"{field}.time must be absent: model {model.name!r} has no time column",
             f"{field}.time",
         )
-    if not model.lag and getattr(state, "levels", None) is not None:
+    if state.levels is not None and not model.lag:
         raise InputError(
             "unknown_field",
             f"{field}.levels must be absent: model {model.name!r} does not difference its targets",
