@@ -1,6 +1,6 @@
 """Coverage of the conformal intervals on each development series' test span.
 
-    .venv/bin/python -m bench.interval_coverage [--epochs N] [--cell gru]
+    .venv/bin/python -m bench.interval_coverage [--epochs N] [--cell gru] [--seed S]
 
 Trains one model per series (statsmodels' bundled data: macrodata realgdp and cpi, nile,
 elnino; never sunspots or co2) with the default transform choice, then forecasts the test
@@ -9,6 +9,12 @@ the actual value falls within the 80 % and 95 % intervals: the normalized-confor
 manifest records (their scale followed over the whole series by the served model, as the
 service follows it in the state) and, beside them, the static split-conformal ones from the
 same validated model. Prints a Markdown table (docs/forecasting-real-data.md).
+
+With --diagnose, a second table per cell: the root mean square of the h-step errors (in the
+widths' units) of the validated model on the validation span (what the widths are calibrated
+on) and on the test span, and of the served (refit) model on the test span; and the
+calibrated and the needed score quantile (the test span's own 80 % and 95 % quantiles of the
+served model's scores, the errors divided by the scale at their origin).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from training.config import TrainConfig
 from training.data import Series, load_csv
 from training.evaluate import path_levels
 from training.intervals import GRID, calibrate, one_step_errors, running_mean_square
+from training.manifest import TargetTransform
 from training.pipeline import Trained, refit_trained, shifted, train
 from training.transforms import exp_of, log_of
 
@@ -51,21 +58,22 @@ def _write_series(root: Path) -> dict[str, tuple[Path, str, int | None, int]]:
     return out
 
 
-def coverage(
+def scores(
     trained: Trained,
     intervals: dict[str, Any],
     steps: tuple[int, ...],
-    levels: tuple[float, ...],
-) -> dict[tuple[int, float], tuple[float, int]]:
-    """Share of test rows within each level's interval (and rows scored), per horizon step."""
+    span: tuple[int, int] | None = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per horizon step h: (actual, forecast, scale) of the forecasts of rows in `span` (model
+    rows; default the test span), as the service rolls out, the scale followed over the
+    whole series by this model as the service follows it in the state (1: static widths)."""
     t, series = trained.transform, trained.series
     mseries = trained.model_series
     lag = t.lag
-    start, end = trained.split.val_end - lag, trained.split.rows - lag  # model rows
+    start, end = span or (trained.split.val_end - lag, trained.split.rows - lag)
     horizon = max(steps)
     origins = np.arange(start - 1, end - 1)
     paths = path_levels(trained.model, mseries, trained.scalers, origins, horizon, t, series)
-    widths = np.asarray(intervals["widths"])  # (S, O, G)
     scale = np.ones(origins.shape[0])
     if intervals["method"] == "normalized-conformal":
         base = np.asarray(intervals["base"])
@@ -76,15 +84,29 @@ def coverage(
     for h in steps:
         valid = origins + h < end
         rows = origins[valid] + h + lag
-        actual, pred = series.targets[rows, 0], paths[valid, h - 1, 0]
+        out[h] = (series.targets[rows, 0], paths[valid, h - 1, 0], scale[valid])
+    return out
+
+
+def coverage(
+    trained: Trained,
+    intervals: dict[str, Any],
+    steps: tuple[int, ...],
+    levels: tuple[float, ...],
+) -> dict[tuple[int, float], tuple[float, int]]:
+    """Share of test rows within each level's interval (and rows scored), per horizon step."""
+    t = trained.transform
+    widths = np.asarray(intervals["widths"])  # (S, O, G)
+    out = {}
+    for h, (actual, pred, scale) in scores(trained, intervals, steps).items():
         for p in levels:
-            w = np.interp(p, GRID, widths[h - 1, 0]) * scale[valid]
+            w = np.interp(p, GRID, widths[h - 1, 0]) * scale
             if t.log is not None:
                 z = log_of(t, pred)
                 lo, hi = exp_of(t, z - w), exp_of(t, z + w)
             else:
                 lo, hi = pred - w, pred + w
-            out[(h, p)] = (float(np.mean((actual >= lo) & (actual <= hi))), int(valid.sum()))
+            out[(h, p)] = (float(np.mean((actual >= lo) & (actual <= hi))), actual.shape[0])
     return out
 
 
@@ -92,13 +114,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--cell", default="gru")
+    parser.add_argument("--seed", type=int, default=42, help="training seed (TrainConfig.seed)")
+    parser.add_argument("--diagnose", action="store_true", help="also the diagnosis table")
     args = parser.parse_args()
     steps, levels = (1, 5), (0.8, 0.95)
-    print(
-        "| series | transform | step | n | 80 % covered | 95 % covered "
-        "| static: 80 % | static: 95 % | 95 % range of 80 % | 95 % range of 95 % |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows: list[str] = []
+    diagnosis: list[str] = []
+    met = 0
     with tempfile.TemporaryDirectory() as tmp:
         for name, (path, col, season, test_rows) in _write_series(Path(tmp)).items():
             series: Series = load_csv(path, [col], [col])
@@ -111,6 +133,7 @@ def main() -> None:
                 window=window,
                 burn_in=window // 10,
                 refit=False,
+                seed=args.seed,
             )
             validated = train(series, cfg)  # the model the intervals are calibrated with
             trained = refit_trained(validated)  # as `train` with refit on (the default)
@@ -121,13 +144,78 @@ def main() -> None:
             for h in steps:
                 c80, n = cov[(h, 0.8)]
                 c95, _ = cov[(h, 0.95)]
+                met += int(0.75 <= c80 <= 0.85) + int(0.90 <= c95 <= 0.98)
                 s80, s95 = old[(h, 0.8)][0], old[(h, 0.95)][0]
-                print(
+                rows.append(
                     f"| {name} | {trained.transform.kind} | {h} | {n} | {100 * c80:.1f} % | "
                     f"{100 * c95:.1f} % | {100 * s80:.1f} % | {100 * s95:.1f} % | "
-                    f"{_range(c80, n)} | {_range(c95, n)} |",
-                    flush=True,
+                    f"{_range(c80, n)} | {_range(c95, n)} |"
                 )
+            if args.diagnose:
+                diagnosis += _diagnose(name, validated, trained, steps, levels, cov)
+    print(
+        "| series | transform | step | n | 80 % covered | 95 % covered "
+        "| static: 80 % | static: 95 % | 95 % range of 80 % | 95 % range of 95 % |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    print(f"\ncells in 75-85 % / 90-98 %: {met} of {len(rows) * 2} (seed {args.seed})")
+    if diagnosis:
+        print(
+            "\n| series | step | RMS error: validated, validation span | validated, test span "
+            "| served, test span | 80 % score: calibrated / test | 95 % score: calibrated / test "
+            "| range of 80 %, n / step rows | range of 95 %, n / step rows |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(diagnosis))
+
+
+def _diagnose(
+    name: str,
+    validated: Trained,
+    served: Trained,
+    steps: tuple[int, ...],
+    levels: tuple[float, ...],
+    cov: dict[tuple[int, float], tuple[float, int]],
+) -> list[str]:
+    """Diagnosis rows, one per horizon step (see the module docstring)."""
+    assert served.intervals is not None
+    block = served.intervals
+    lag = validated.transform.lag
+    span = (validated.split.train_end - lag, validated.split.val_end - lag)
+    on_val = scores(validated, block, steps, span)
+    on_test = scores(validated, block, steps)
+    served_test = scores(served, block, steps)
+    widths = np.asarray(block["widths"])  # (S, O, G)
+    out = []
+    for h in steps:
+        rms = [_rms(served.transform, *s[h][:2]) for s in (on_val, on_test, served_test)]
+        actual, pred, scale = served_test[h]
+        test_scores = np.abs(_err(served.transform, actual, pred)) / scale
+        quantiles = [
+            f"{np.interp(p, GRID, widths[h - 1, 0]):.3g} / {np.quantile(test_scores, p):.3g}"
+            for p in levels
+        ]
+        ranges = []
+        for p in levels:
+            share, n = cov[(h, p)]
+            ranges.append(_range(share, max(1, n // h)))
+        out.append(
+            f"| {name} | {h} | {rms[0]:.4g} | {rms[1]:.4g} | {rms[2]:.4g} | "
+            f"{quantiles[0]} | {quantiles[1]} | {ranges[0]} | {ranges[1]} |"
+        )
+    return out
+
+
+def _err(t: TargetTransform, actual: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Errors in the widths' units (log units for a log transform)."""
+    if t.log is not None:
+        return np.asarray(log_of(t, actual) - log_of(t, pred))
+    return np.asarray(actual - pred)
+
+
+def _rms(t: TargetTransform, actual: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(_err(t, actual, pred) ** 2)))
 
 
 def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
