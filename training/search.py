@@ -279,7 +279,8 @@ def search(
             break
         run(shape, seed)
     searched = budget.elapsed()
-    return _finish(done, config, search_config, len(shapes), searched, budget, progress)
+    tried = list(names(calendar)) if calendar is not None else []
+    return _finish(done, config, search_config, len(shapes), searched, budget, progress, tried)
 
 
 def _finish(
@@ -290,6 +291,7 @@ def _finish(
     searched: float,
     budget: _Budget,
     progress: bool,
+    calendar_tried: list[str],
 ) -> list[Trained]:
     """Average the top k when validation prefers it; refit; score the test rows once."""
     order = sorted(done, key=lambda c: c.score)
@@ -329,7 +331,7 @@ def _finish(
         "config": search_config.to_dict(),
         "space": {n: list(v) for n, v in SPACE.items()},
         # The calendar inputs tried beside none (empty: not tried) and those chosen.
-        "calendar_tried": list(next((c.calendar for c in done if c.calendar), ())),
+        "calendar_tried": calendar_tried,
         "calendar": list(best.calendar),
         "structures": n_structures,
         "candidates": [c.record() for c in done],
