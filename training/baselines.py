@@ -30,7 +30,7 @@ import torch
 
 from training import transforms
 from training.data import Series, _time_key
-from training.evaluate import metrics, path_levels
+from training.evaluate import forecast_paths, metrics, path_levels
 from training.manifest import TargetTransform
 from training.models import Forecaster, State
 from training.scalers import Scaler, apply, invert
@@ -169,6 +169,24 @@ def feedback_columns(series: Series) -> np.ndarray | None:
     return np.array([targets.index(f) for f in series.feature_names], dtype=np.int64)
 
 
+def known_ahead(series: Series) -> bool:
+    """Whether the inputs are the targets, in order, then calendar features only: known in
+    advance from the stamps, so the model rolls forward on its own predictions for the
+    targets and the calendar of the rows it forecasts (training.evaluate.forecast_paths)."""
+    if series.time is None or not series.time.calendar:
+        return False
+    o = len(series.target_names)
+    features = list(series.feature_names)
+    return (
+        features[:o] == list(series.target_names) and features[o:] == series.time.calendar_columns
+    )
+
+
+def rollable(series: Series) -> bool:
+    """Whether forecasts beyond one step can be made and scored."""
+    return feedback_columns(series) is not None or known_ahead(series)
+
+
 @dataclass(frozen=True)
 class Span:
     """Rows [start, end) to score and the data every forecaster may read."""
@@ -215,7 +233,7 @@ def model_scores(
     series and its forecasts are rebuilt in levels (training.evaluate.path_levels).
     """
     feedback = feedback_columns(series)
-    if feedback is None:
+    if not rollable(series):
         horizons = [h for h in horizons if h == 1]
     hmax = max(horizons)
     origins = span.origins(hmax)
@@ -229,9 +247,12 @@ def model_scores(
         )
     else:
         x = apply(scalers, series.feature_names, series.features).astype(np.float32)
-        paths = model_paths(
-            model, x, origins, hmax, feedback if feedback is not None else np.zeros(0)
-        )
+        if feedback is None and hmax > 1:  # calendar inputs: known for the rows ahead
+            paths = forecast_paths(model, x, origins, hmax)
+        else:
+            paths = model_paths(
+                model, x, origins, hmax, feedback if feedback is not None else np.zeros(0)
+            )
         levels = invert(scalers, series.target_names, paths.reshape(-1, paths.shape[-1]))
         levels = levels.reshape(paths.shape)
     n = span.end - span.start
@@ -311,8 +332,8 @@ def forecast_table(
         log.info("%s %s: fitted and forecast in %.1f s", name, stats.labels[name], seconds)
     paths.update(stats.paths)
     notes += stats.notes
-    if feedback_columns(series) is None:
-        notes.append("seqcast beyond 1 step: not every input is a target")
+    if not rollable(series):
+        notes.append("seqcast beyond 1 step: not every input is a target or a calendar input")
     theirs = {k: score_paths(p, span, b.horizons) for k, p in paths.items()}
     table: dict[str, Any] = {}
     for h in b.horizons:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
-from training.manifest import TimeSpec, zone_of
+from training.manifest import FREQ_PATTERN, TimeSpec, zone_of
 
 # An inferred frequency is refused (give --freq) when the grid it makes would be mostly
 # gaps: more than this many grid rows per row read.
@@ -123,6 +124,28 @@ def grid(
             f"{positions[-1] + 1} rows missing: give --freq"
         )
     return spec, positions
+
+
+# The calendar cycle a frequency's rows go through, tried by the search when --calendar is
+# not given: (unit, steps per row) -> feature. Other frequencies (yearly, every 2 days, every
+# 15 minutes, ...) have none.
+DEFAULT_CALENDAR: dict[tuple[str, int], str] = {
+    ("MS", 1): "month",
+    ("ME", 1): "month",
+    ("MS", 3): "quarter",
+    ("ME", 3): "quarter",
+    ("D", 1): "dayofweek",
+    ("h", 1): "hour",
+}
+
+
+def default_calendar(freq: str) -> str | None:
+    """The calendar feature whose cycle rows of `freq` go through (month for monthly rows,
+    quarter for quarterly, day of week for daily, hour for hourly), else None."""
+    found = re.match(FREQ_PATTERN, freq)
+    if found is None:
+        return None
+    return DEFAULT_CALENDAR.get((found.group(2), int(found.group(1))))
 
 
 def calendar_features(stamps: Sequence[datetime], names: Sequence[str]) -> np.ndarray:

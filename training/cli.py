@@ -135,10 +135,13 @@ def _add_data_options(p: argparse.ArgumentParser, for_training: bool = True) -> 
         g.add_argument(
             "--calendar",
             nargs="+",
-            choices=CALENDAR_NAMES,
+            choices=(*CALENDAR_NAMES, "none"),
             default=[],
             help="calendar inputs from the stamps, each a sin/cos pair: computed by the "
-            "service too (also for forecast steps), so clients send only --features",
+            "service too (also for forecast steps), so clients send only --features "
+            "(default: train's search tries the cycle of the rows' frequency, month for "
+            "monthly, quarter for quarterly, dayofweek for daily, hour for hourly, with "
+            "and without, and validation decides; none: no calendar inputs)",
         )
     if not for_training:
         g.add_argument(
@@ -313,6 +316,8 @@ def _series(args: argparse.Namespace) -> Series:
         return synthetic_sine(args.noise_seed)
     if not args.features:
         raise UsageError("--csv needs --features (the input columns)")
+    if "none" in args.calendar and len(args.calendar) > 1:
+        raise UsageError("--calendar none takes no other names")
     return load_csv(
         args.csv,
         args.features,
@@ -321,8 +326,35 @@ def _series(args: argparse.Namespace) -> Series:
         args.time_column,
         args.freq,
         args.tz,
-        args.calendar,
+        [n for n in args.calendar if n != "none"],
     )
+
+
+def _calendar_variant(args: argparse.Namespace, series: Series) -> Series | None:
+    """The series with the calendar inputs of its rows' cycle, for the search to try beside
+    it: only when --calendar is not given and the time column's frequency has a cycle."""
+    from training.calendar import default_calendar
+    from training.data import DataError, load_csv
+
+    if args.calendar or series.time is None:
+        return None
+    name = default_calendar(series.time.freq)
+    if name is None:
+        return None
+    try:
+        return load_csv(
+            args.csv,
+            args.features,
+            args.targets or args.features,
+            args.fill,
+            args.time_column,
+            args.freq,
+            args.tz,
+            [name],
+        )
+    except DataError as exc:  # e.g. a feature named like a calendar column
+        log.info("calendar inputs %s not tried: %s", name, exc)
+        return None
 
 
 def _default_prefix(args: argparse.Namespace) -> str:
@@ -547,7 +579,8 @@ def _run_train(args: argparse.Namespace) -> int:
         series, fitted_rows, split.val_end, cfg.season, not args.no_statistical_baselines
     )
     if search_cfg.budget > 0:
-        choices = search(series, cfg, search_cfg, fixed, progress=_progress(args))
+        variant = _calendar_variant(args, series)
+        choices = search(series, cfg, search_cfg, fixed, progress=_progress(args), calendar=variant)
     else:
         choices = [train(series, cfg, progress=_progress(args))]
     for i, trained in enumerate(choices):
@@ -746,6 +779,8 @@ def _with_forecasts(trained: Trained, baselines: Any) -> Trained:
 
     from training.baselines import forecast_table
 
+    if baselines.span.series is not trained.series:  # the search chose calendar inputs
+        baselines = replace(baselines, span=replace(baselines.span, series=trained.series))
     table = forecast_table(baselines, trained.model, trained.scalers, trained.transform)
     return replace(trained, evaluation=replace(trained.evaluation, forecasts=table))
 
@@ -754,7 +789,7 @@ def _choice_line(record: dict[str, Any]) -> str:
     members = [record["candidates"][i] for i in record["members"]]
     what = ", ".join(
         f"{m['cell']} {m['hidden_size']}/{m['window']}/{m.get('transform', 'none')}/seed "
-        f"{m['seed']}"
+        f"{m['seed']}{' +' + '+'.join(m['calendar']) if m.get('calendar') else ''}"
         for m in members
     )
     scores = record["validation_score_by_k"]
@@ -764,7 +799,8 @@ def _choice_line(record: dict[str, Any]) -> str:
         record = {**record, "chosen": f"best ({failed['chosen']} failed the export check)"}
     text = (
         f"  model choice on validation: {record['chosen']} of {len(record['candidates'])} "
-        f"candidates (cell hidden/window/transform/seed: {what}); score {scores[str(k)]:.4f}"
+        f"candidates (cell hidden/window/transform/seed[ +calendar]: {what}); "
+        f"score {scores[str(k)]:.4f}"
     )
     if k > 1:
         text += f" against {scores['1']:.4f} for the best alone"

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from training.baselines import Span, feedback_columns, model_scores, naive_paths, score_paths
+from training.baselines import Span, model_scores, naive_paths, rollable, score_paths
 from training.config import SearchConfig, TrainConfig
 from training.data import Series, auto_burn_in
 from training.ensemble import Ensemble
@@ -65,6 +65,11 @@ SPACE: dict[str, tuple[Any, ...]] = {
     "transform": ("auto", UNLOGGED, "none"),
 }
 HORIZONS = (1, 5)
+# With `calendar` (the series with calendar inputs, e.g. month for monthly rows; see
+# training.calendar.default_calendar), the search also tries each structure with them:
+# CALENDAR is that dimension, without first. Tried with the identity transform only (a
+# transformed model with extra inputs is scored one step ahead only).
+CALENDAR = "calendar"
 EXPLORE_SHARE = 0.5  # of the budget for structures; the rest for more seeds
 
 
@@ -77,6 +82,11 @@ class Candidate:
     validation: dict[int, float]  # RMSE per horizon, original units
     score: float  # mean RMSE / persistence RMSE over the horizons
     seconds: float  # fitting, scoring and the rest of train()
+    calendar: tuple[str, ...] = ()  # the calendar inputs of its series
+
+    @property
+    def key(self) -> tuple[TrainConfig, tuple[str, ...]]:
+        return self.config, self.calendar
 
     def record(self) -> dict[str, Any]:
         c = self.config
@@ -86,6 +96,7 @@ class Candidate:
             "window": c.window,
             "transform": c.transform,
             "seed": c.seed,
+            "calendar": list(self.calendar),
             "epochs": self.trained.history.epochs_run,
             "best_epoch": self.trained.history.best_epoch,
             "seconds": round(self.seconds, 2),
@@ -124,7 +135,7 @@ def candidate_config(
 
     `chosen` is the automatic transform, which UNLOGGED strips of its log.
     """
-    values = dict(structure)
+    values = {k: v for k, v in structure.items() if k != CALENDAR}
     if values.get("transform") == UNLOGGED:
         if chosen is None:
             raise ValueError(f"transform {UNLOGGED} needs the automatic transform")
@@ -145,7 +156,7 @@ def validation_scores(
     """RMSE per horizon on the validation rows and the score (mean ratio to persistence)."""
     series, split = trained.series, trained.split
     span = Span(series, split.train_end, split.val_end)
-    if feedback_columns(series) is None:
+    if not rollable(series):
         horizons = (1,)
     horizons = tuple(h for h in horizons if h <= split.train_end) or (1,)
     ours, _ = model_scores(model, series, trained.scalers, span, horizons, trained.transform)
@@ -198,6 +209,7 @@ def search(
     fixed: Collection[str] = (),
     progress: bool = False,
     clock: Callable[[], float] = time.perf_counter,
+    calendar: Series | None = None,
 ) -> list[Trained]:
     """The model chosen on validation within the budget, refit unless the config says not.
 
@@ -205,6 +217,9 @@ def search(
     `search` field records every candidate, the choice and the time spent. When the choice
     is an average, the best candidate alone follows it: the fallback should the average
     fail the export check.
+
+    `calendar`: the same rows with calendar inputs; each structure is then tried without
+    them (first) and with them, and validation decides.
     """
     # torch's first deterministic run imports its compiler stack (seconds): done before the
     # clock starts, so the first candidate's time predicts the others'.
@@ -214,14 +229,23 @@ def search(
     budget = _Budget(search_config.budget, clock, refit_share)
     done: list[Candidate] = []
 
+    def source(structure: dict[str, Any]) -> Series:
+        return calendar if calendar is not None and structure.get(CALENDAR) else series
+
+    def names(data: Series) -> tuple[str, ...]:
+        return tuple(data.time.calendar) if data.time is not None else ()
+
     def run(structure: dict[str, Any], seed: int) -> Candidate | None:
         cfg = candidate_config(config, structure, seed, chosen)
-        if any(c.config == cfg for c in done):  # e.g. a short window equal to the full one
+        data = source(structure)
+        if data is not series and not _identity(cfg.transform, chosen):
+            return None  # extra inputs on a transformed target: one step ahead only
+        if any(c.key == (cfg, names(data)) for c in done):  # e.g. a short window = the full
             return None
         t0 = clock()
-        trained = train(series, cfg, progress=progress)
+        trained = train(data, cfg, progress=progress)
         rmse, score = validation_scores(trained.model, trained)
-        done.append(Candidate(cfg, trained, rmse, score, clock() - t0))
+        done.append(Candidate(cfg, trained, rmse, score, clock() - t0, names(data)))
         log.info("candidate %s seed %d: score %.4f", structure, seed, score)
         return done[-1]
 
@@ -232,6 +256,8 @@ def search(
     space = dict(SPACE)
     if chosen.log is None or chosen.lag == 0:  # without a log, or a log alone: none is it
         space["transform"] = tuple(t for t in SPACE["transform"] if t != UNLOGGED)
+    if calendar is not None:
+        space[CALENDAR] = (False, True)
     shapes = structures(config, held, space)
     firsts: list[tuple[dict[str, Any], Candidate]] = []
     for shape in shapes:
@@ -244,13 +270,17 @@ def search(
     extra = [(shape, config.seed + s) for s in range(1, search_config.seeds) for shape, _ in ranked]
     for shape, seed in extra:
         like = [
-            c for c in done if c.config == candidate_config(config, shape, c.config.seed, chosen)
+            c
+            for c in done
+            if c.key
+            == (candidate_config(config, shape, c.config.seed, chosen), names(source(shape)))
         ]
         if not budget.allows(done, search_config.budget, like):
             break
         run(shape, seed)
     searched = budget.elapsed()
-    return _finish(done, config, search_config, len(shapes), searched, budget, progress)
+    tried = list(names(calendar)) if calendar is not None else []
+    return _finish(done, config, search_config, len(shapes), searched, budget, progress, tried)
 
 
 def _finish(
@@ -261,6 +291,7 @@ def _finish(
     searched: float,
     budget: _Budget,
     progress: bool,
+    calendar_tried: list[str],
 ) -> list[Trained]:
     """Average the top k when validation prefers it; refit; score the test rows once."""
     order = sorted(done, key=lambda c: c.score)
@@ -268,7 +299,7 @@ def _finish(
     # seeds (a single seed's score, chosen among many, is biased low by the choice).
     groups: dict[tuple[Any, ...], list[Candidate]] = {}
     for c in order:
-        groups.setdefault(_structure(c.config), []).append(c)
+        groups.setdefault(_structure(c), []).append(c)
     most_seeds = max(len(g) for g in groups.values())
     pool = min(
         (g for g in groups.values() if len(g) == most_seeds),
@@ -299,6 +330,9 @@ def _finish(
     record: dict[str, Any] = {
         "config": search_config.to_dict(),
         "space": {n: list(v) for n, v in SPACE.items()},
+        # The calendar inputs tried beside none (empty: not tried) and those chosen.
+        "calendar_tried": calendar_tried,
+        "calendar": list(best.calendar),
         "structures": n_structures,
         "candidates": [c.record() for c in done],
         "chosen": "best" if k == 1 else f"average of the top {k}",
@@ -337,5 +371,13 @@ def _finish(
     ]
 
 
-def _structure(config: TrainConfig) -> tuple[Any, ...]:
-    return config.cell, config.hidden_size, config.window, config.transform
+def _structure(c: Candidate) -> tuple[Any, ...]:
+    config = c.config
+    return config.cell, config.hidden_size, config.window, config.transform, c.calendar
+
+
+def _identity(transform: str, chosen: TargetTransform) -> bool:
+    """Whether the candidate's transform leaves the target as it is."""
+    if transform == "auto":
+        return chosen.lag == 0 and chosen.log is None
+    return transform == "none"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.calendar import calendar_features, grid, infer_freq
+from training.calendar import calendar_features, default_calendar, grid, infer_freq
 from training.data import DataError, load_csv
 from training.manifest import TimeSpec
 
@@ -187,3 +187,20 @@ def test_train_reports_the_grid_what_was_filled_and_test_values_far_out(tmp_path
     (far,) = metrics.values()
     assert far["out_of_range"]["columns"]["cpi"]["count"] > 0
     assert (version / "report" / "forecast.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("freq", "name"),
+    [
+        ("1MS", "month"),
+        ("1ME", "month"),
+        ("3MS", "quarter"),
+        ("1D", "dayofweek"),
+        ("1h", "hour"),
+        ("12MS", None),  # yearly: no cycle
+        ("2D", None),
+        ("15min", None),
+    ],
+)
+def test_the_default_calendar_is_the_cycle_of_the_frequency(freq: str, name: str | None) -> None:
+    assert default_calendar(freq) == name

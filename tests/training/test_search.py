@@ -273,3 +273,78 @@ def test_the_choice_is_the_structure_with_the_best_mean_over_its_seeds(sine: Ser
     scores = {int(k): v for k, v in record["validation_score_by_k"].items()}
     assert scores[len(members)] <= mean
     assert all(v > mean for n, v in scores.items() if n > len(members))
+
+
+@pytest.fixture
+def monthly_csv(tmp_path: Path) -> Path:
+    """20 years of a monthly cycle with noise: month,value."""
+    rng = np.random.default_rng(3)
+    rows = [
+        f"{1990 + i // 12}-{i % 12 + 1:02d},"
+        f"{10 + 2 * np.sin(2 * np.pi * i / 12) + 0.3 * rng.standard_normal():.4f}"
+        for i in range(240)
+    ]
+    path = tmp_path / "monthly.csv"
+    path.write_text("month,value\n" + "\n".join(rows) + "\n")
+    return path
+
+
+MONTHLY = ["--csv", "monthly.csv", "--features", "value", "--time-column", "month"]
+# Every searched dimension held but the calendar inputs: two structures, a few seeds.
+HELD_ARGS = ["--test-rows", "24", "--window", "24", "--transform", "none", "--ensemble", "2"]
+
+
+def _manifest(repo: Path) -> dict[str, Any]:
+    (model,) = repo.iterdir()
+    return json.loads((model / "1" / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_the_search_tries_the_calendar_of_monthly_rows_and_validation_decides(
+    tmp_path: Path, monthly_csv: Path
+) -> None:
+    args = [*MONTHLY, *HELD_ARGS, *QUICK, "--no-statistical-baselines"]
+    result = _run(tmp_path, "train", *args)
+    assert result.returncode == 0, result.stderr
+    m = _manifest(tmp_path / "repo")
+    record = m["training"]["search"]
+    assert record["calendar_tried"] == ["month"]
+    tried = {tuple(c["calendar"]) for c in record["candidates"]}
+    assert tried == {(), ("month",)}  # each structure with and without
+    # The choice is the validation's, and the model is the one chosen: its inputs, its
+    # manifest's time block, and its rolled-forward 5-step figure.
+    assert m["time"]["calendar"] == record["calendar"]
+    members = [record["candidates"][i] for i in record["members"]]
+    assert all(c["calendar"] == record["calendar"] for c in members)
+    assert "seqcast" in m["metrics"]["forecasts"]["horizons"]["5"]
+    if record["calendar"]:
+        assert "calendar inputs month" in result.stdout
+
+
+def test_calendar_none_turns_the_default_off_and_a_given_calendar_holds(
+    tmp_path: Path, monthly_csv: Path
+) -> None:
+    base = [*MONTHLY, *HELD_ARGS, *QUICK, "--no-statistical-baselines"]
+    off = _run(tmp_path, "train", *base, "--calendar", "none")
+    assert off.returncode == 0, off.stderr
+    record = _manifest(tmp_path / "repo")["training"]["search"]
+    assert record["calendar_tried"] == []
+    assert all(c["calendar"] == [] for c in record["candidates"])
+    shutil.rmtree(tmp_path / "repo")
+    given = _run(tmp_path, "train", *base, "--calendar", "quarter")
+    assert given.returncode == 0, given.stderr
+    m = _manifest(tmp_path / "repo")
+    assert m["time"]["calendar"] == ["quarter"]  # given: not searched
+    assert m["training"]["search"]["calendar_tried"] == []
+    bad = _run(tmp_path, "train", *base, "--calendar", "none", "month")
+    assert bad.returncode == 2
+    assert "--calendar none takes no other names" in bad.stderr
+
+
+def test_calendar_inputs_are_rolled_forward_for_the_multi_step_figures(
+    tmp_path: Path, monthly_csv: Path
+) -> None:
+    args = [*MONTHLY, *HELD_ARGS, *QUICK, "--search-budget", "0", "--calendar", "month"]
+    result = _run(tmp_path, "train", *args, "--no-statistical-baselines")
+    assert result.returncode == 0, result.stderr
+    five = _manifest(tmp_path / "repo")["metrics"]["forecasts"]["horizons"]["5"]
+    assert five["seqcast"]["rmse"] < five["persistence"]["rmse"]
