@@ -2,9 +2,10 @@
 persistence, seasonal naive and the best ARIMA/SARIMA/ETS, at 1 and 5 steps.
 
     .venv/bin/python scripts/real_series_table.py --work /tmp/real --seeds 5
+    .venv/bin/python scripts/real_series_table.py --work /tmp/unseen --seeds 5 --unseen
 
 For each development series (statsmodels' bundled data; never sunspots or co2, which are
-kept aside as unseen checks) it writes a CSV and runs `seqcast train` (as
+kept aside as unseen checks: `--unseen` runs those two instead, once) it writes a CSV and runs `seqcast train` (as
 `python -m training train`) as a user would: only the CSV, the column, the time column
 and the test rows. Once per seed with the defaults (search and averaging), and once per
 seed with the search off (`--search-budget 0`, the single-seed training of before).
@@ -50,6 +51,11 @@ DEV = (
     Dev("cpi", "cpi", 40, "quarterly US CPI 1959-2009, trend"),
     Dev("unemp", "unemp", 40, "quarterly US unemployment rate 1959-2009"),
 )
+# The unseen checks (`--unseen`): run once, after the defaults were final, never tuned on.
+UNSEEN = (
+    Dev("sunspots", "sunactivity", 40, "yearly sunspot activity 1700-2008, an 11-year cycle"),
+    Dev("co2", "co2", 120, "monthly means of weekly Mauna Loa CO2 1958-2001, gaps interpolated"),
+)
 HORIZONS = ("1", "5")
 
 
@@ -57,7 +63,19 @@ def write_csv(dev: Dev, path: Path) -> None:
     """The series as a CSV with a date column (a year for the Nile)."""
     from statsmodels.datasets import elec_equip, elnino, macrodata, nile
 
-    if dev.name == "nile":
+    if dev.name == "sunspots":
+        from statsmodels.datasets import sunspots
+
+        df = sunspots.load_pandas().data
+        rows = [f"{int(y)},{v:g}" for y, v in zip(df["YEAR"], df["SUNACTIVITY"], strict=True)]
+        head = "year,sunactivity"
+    elif dev.name == "co2":
+        from statsmodels.datasets import co2
+
+        monthly = co2.load_pandas().data["co2"].resample("MS").mean().interpolate()
+        rows = [f"{d:%Y-%m},{v:.4f}" for d, v in zip(monthly.index, monthly, strict=True)]
+        head = "month,co2"
+    elif dev.name == "nile":
         df = nile.load_pandas().data
         rows = [f"{int(y)},{v:g}" for y, v in zip(df["year"], df["volume"], strict=True)]
         head = "year,volume"
@@ -253,12 +271,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/real-series"))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--series", nargs="+", default=[d.name for d in DEV])
+    parser.add_argument("--series", nargs="+", help="default: every series of the set")
+    parser.add_argument(
+        "--unseen",
+        action="store_true",
+        help="the unseen checks (sunspots, co2) instead of the development series",
+    )
     args = parser.parse_args()
+    chosen = UNSEEN if args.unseen else DEV
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
-    for dev in DEV:
-        if dev.name not in args.series:
+    for dev in chosen:
+        if args.series and dev.name not in args.series:
             continue
         csv = args.work / f"{dev.name}.csv"
         write_csv(dev, csv)
