@@ -5,10 +5,11 @@ persistence, seasonal naive and the best ARIMA/SARIMA/ETS, at 1 and 5 steps.
     .venv/bin/python scripts/real_series_table.py --work /tmp/unseen --seeds 5 --unseen
 
 For each development series (statsmodels' bundled data; never sunspots or co2, which are
-kept aside as unseen checks: `--unseen` runs those two instead, once) it writes a CSV and runs `seqcast train` (as
-`python -m training train`) as a user would: only the CSV, the column, the time column
-and the test rows. Once per seed with the defaults (search and averaging), and once per
-seed with the search off (`--search-budget 0`, the single-seed training of before).
+kept aside as unseen checks: `--unseen` runs those two instead, once) it writes a CSV and
+runs `seqcast train` (as `python -m training train`) as a user would: only the CSV, the
+column, the time column and the test rows. Once per seed with the defaults (search and
+averaging), and once per seed with the search off (`--search-budget 0`, the single-seed
+training of before).
 Baselines come from the manifest (the same rows, rolling origin); "best statistical" is
 the lowest test RMSE over the AIC-chosen ARIMA and ETS of the manifest and a wider table
 of (S)ARIMA orders fitted here on the same rows: an oracle choice, kind to the baselines.
