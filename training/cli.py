@@ -309,7 +309,7 @@ def _check_data_options(args: argparse.Namespace) -> None:
 
 
 def _series(args: argparse.Namespace) -> Series:
-    from training.data import load_csv, synthetic_sine
+    from training.data import synthetic_sine
 
     _check_data_options(args)
     if args.csv is None:
@@ -318,6 +318,13 @@ def _series(args: argparse.Namespace) -> Series:
         raise UsageError("--csv needs --features (the input columns)")
     if "none" in args.calendar and len(args.calendar) > 1:
         raise UsageError("--calendar none takes no other names")
+    return _load_csv(args, [n for n in args.calendar if n != "none"])
+
+
+def _load_csv(args: argparse.Namespace, calendar: list[str]) -> Series:
+    """The CSV the options name, with these calendar inputs."""
+    from training.data import load_csv
+
     return load_csv(
         args.csv,
         args.features,
@@ -326,7 +333,7 @@ def _series(args: argparse.Namespace) -> Series:
         args.time_column,
         args.freq,
         args.tz,
-        [n for n in args.calendar if n != "none"],
+        calendar,
     )
 
 
@@ -334,7 +341,7 @@ def _calendar_variant(args: argparse.Namespace, series: Series) -> Series | None
     """The series with the calendar inputs of its rows' cycle, for the search to try beside
     it: only when --calendar is not given and the time column's frequency has a cycle."""
     from training.calendar import default_calendar
-    from training.data import DataError, load_csv
+    from training.data import DataError
 
     if args.calendar or series.time is None:
         return None
@@ -342,16 +349,7 @@ def _calendar_variant(args: argparse.Namespace, series: Series) -> Series | None
     if name is None:
         return None
     try:
-        return load_csv(
-            args.csv,
-            args.features,
-            args.targets or args.features,
-            args.fill,
-            args.time_column,
-            args.freq,
-            args.tz,
-            [name],
-        )
+        return _load_csv(args, [name])
     except DataError as exc:  # e.g. a feature named like a calendar column
         log.info("calendar inputs %s not tried: %s", name, exc)
         return None
