@@ -320,44 +320,44 @@ class MetricsObserver:
 
     def request_ended(self, scope: Scope, status: int, seconds: float) -> None:
         # The common case in one lookup: an HTTP request on a route, with a method, that
-        # ran on a model version, with a status already seen (else `_ended_first`).
+        # ran on a model version, with a status already seen (else `_new_code`).
         try:
             code = self._code_of[
                 id(scope["route"]), scope["method"], scope[REQUEST_INFO].model.key, status
             ]
         except (KeyError, AttributeError):
-            self._ended_first(scope, status, seconds)
-            return
+            made = self._new_code(scope, status)
+            if made is None:
+                self._ended_now(scope, status, seconds)
+                return
+            code = made
         log = self._log
         log.extend((code, seconds))
         if len(log) >= 2 * _LOG_LIMIT:
             self.flush()
 
-    def _ended_first(self, scope: Scope, status: int, seconds: float) -> None:
-        """A request `request_ended` has no code for: a code made for it (and noted), or
+    def _new_code(self, scope: Scope, status: int) -> int | None:
+        """The code of a request `request_ended` has none for, made now; None for one
         counted at once (not a model request, no route or method, beyond _CODES)."""
         info: RequestInfo | None = scope.get(REQUEST_INFO)
         model = info.model if info is not None else None
         route = scope.get("route")
         method = scope.get("method")
         if (
-            model is not None
-            and route is not None
-            and isinstance(method, str)
-            and isinstance(status, int)
-            and len(self._code_keys) < _CODES
+            model is None
+            or route is None
+            or not isinstance(method, str)
+            or not isinstance(status, int)
+            or len(self._code_keys) >= _CODES
         ):
-            key = (id(route), method, model.key, status)
-            if id(route) not in self._routes:
-                self._route(route, "")
-            self._duration(model)
-            code = self._code_of[key] = len(self._code_keys)
-            self._code_keys.append(key)
-            self._log.extend((code, seconds))
-            if len(self._log) >= 2 * _LOG_LIMIT:
-                self.flush()
-            return
-        self._ended_now(scope, status, seconds)
+            return None
+        if id(route) not in self._routes:
+            self._route(route, "")
+        self._duration(model)
+        key = (id(route), method, model.key, status)
+        code = self._code_of[key] = len(self._code_keys)
+        self._code_keys.append(key)
+        return code
 
     def _ended_now(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")  # set by the router that matched, or the front door
