@@ -24,16 +24,20 @@ only cancels what is left (a run on a worker thread still ending).
 
 The deadlines are timers armed only when a phase outlasts one read from the socket: a
 request whose headers and body arrive together, the common case, costs no timer.
+
+An answer's status line and headers are held back and written with its first body part
+(OneWriteCycle): a small answer leaves in one write, one segment that wakes the client
+once, where uvicorn writes the head and the body apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from uvicorn import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from service.api.errors import ApiError, error_json
@@ -134,6 +138,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if type(self.cycle) is RequestResponseCycle:  # this request's: write its head late
+            self.cycle.__class__ = OneWriteCycle
         self._disarm()
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
         self._phase = None if upgrade else "body"
@@ -233,6 +239,78 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         else:
             self.transport.close()
 
+
+class OneWriteCycle(RequestResponseCycle):
+    """uvicorn's response cycle, with the answer's head written together with the first
+    part of its body (or alone, when the answer has no body to write: HEAD)."""
+
+    _held: bytes | None = None  # the head, encoded by uvicorn and not yet written
+
+    async def send(self, message: Any) -> None:
+        held = self._held
+        if held is None and message["type"] == "http.response.start":
+            hold = _Hold(self.transport)
+            # uvicorn encodes the head and writes it: here, to `hold`.
+            self.transport = cast(asyncio.Transport, hold)
+            try:
+                await super().send(message)
+            finally:
+                self.transport = hold.transport
+            self._held = hold.data
+            return
+        if held is None:
+            await super().send(message)
+            return
+        self._held = None
+        ahead = _Ahead(self.transport, held)
+        self.transport = cast(asyncio.Transport, ahead)
+        try:
+            await super().send(message)
+        finally:
+            self.transport = ahead.transport
+            if ahead.head is not None and self.response_complete and not self.disconnected:
+                ahead.transport.write(ahead.head)  # nothing written after it (HEAD)
+
+
+class _Hold:
+    """A transport stand-in that keeps what is written."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.data: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        self.data = data if self.data is None else self.data + data
+
+
+class _Ahead:
+    """The transport, with `head` written in front of the first write (or at a close)."""
+
+    def __init__(self, transport: Any, head: bytes) -> None:
+        self.transport = transport
+        self.head: bytes | None = head
+
+    def write(self, data: bytes) -> None:
+        head, self.head = self.head, None
+        if head is None:
+            self.transport.write(data)
+        elif len(data) <= _JOIN_MAX:
+            self.transport.write(head + data)
+        else:
+            self.transport.writelines((head, data))  # no copy of a large body
+
+    def close(self) -> None:
+        head, self.head = self.head, None
+        if head is not None:
+            self.transport.write(head)
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return bool(self.transport.is_closing())
+
+
+# A body up to this size is joined to the head (one buffer); a larger one goes beside it.
+_JOIN_MAX = 64 * 1024
 
 _REASONS = {408: b"Request Timeout", 503: b"Service Unavailable"}
 # After the cut at shutdown_timeout_s, how long the cut requests have to end before

@@ -186,6 +186,21 @@ def test_prompt_requests_on_one_connection_are_answered(server: Serve) -> None:
         assert time.monotonic() - start >= 0.9
 
 
+def test_an_answer_leaves_in_one_write(server: Serve) -> None:
+    """The head and the body are written together: the first read after a request
+    holds the whole answer (one write of a few hundred bytes is one loopback segment)."""
+    with server.connect() as sock:
+        for _ in range(20):
+            sock.sendall(HEAD + BODY)
+            first = sock.recv(65536)
+            assert b"\r\n\r\n" in first, first
+            head, body = first.split(b"\r\n\r\n", 1)
+            length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+            assert status_of(first) == 200
+            assert len(body) == length
+            assert json.loads(body)["series"]
+
+
 def test_headers_in_pieces_within_the_timeout_are_answered(server: Serve) -> None:
     with server.connect() as sock:
         for piece in (HEAD[:10], HEAD[10:40], HEAD[40:], BODY[:5], BODY[5:]):
