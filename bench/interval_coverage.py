@@ -58,6 +58,23 @@ def _write_series(root: Path) -> dict[str, tuple[Path, str, int | None, int]]:
     return out
 
 
+def bench_config(
+    series: Series, test_rows: int, season: int | None, epochs: int, cell: str, seed: int
+) -> TrainConfig:
+    """The bench's training config for a series: defaults, no refit (refit_trained does it)."""
+    window = min(200, (series.rows - test_rows) * 8 // 10 // 3)
+    return TrainConfig(
+        cell=cell,  # type: ignore[arg-type]
+        epochs=epochs,
+        test_rows=test_rows,
+        season=season,
+        window=window,
+        burn_in=window // 10,
+        refit=False,
+        seed=seed,
+    )
+
+
 def scores(
     trained: Trained,
     intervals: dict[str, Any],
@@ -124,17 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (path, col, season, test_rows) in _write_series(Path(tmp)).items():
             series: Series = load_csv(path, [col], [col])
-            window = min(200, (series.rows - test_rows) * 8 // 10 // 3)
-            cfg = TrainConfig(
-                cell=args.cell,  # type: ignore[arg-type]
-                epochs=args.epochs,
-                test_rows=test_rows,
-                season=season,
-                window=window,
-                burn_in=window // 10,
-                refit=False,
-                seed=args.seed,
-            )
+            cfg = bench_config(series, test_rows, season, args.epochs, args.cell, args.seed)
             validated = train(series, cfg)  # the model the intervals are calibrated with
             trained = refit_trained(validated)  # as `train` with refit on (the default)
             assert trained.intervals is not None

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench.interval_coverage import coverage, scores, wilson
+from bench.interval_hstep import METHODS, cell_data, in_range_probability, sums
 from tests.training.conftest import tiny_config
 from training.data import load_csv
 from training.intervals import GRID, conformal_widths
@@ -55,3 +57,35 @@ def test_bench_scores_on_the_validation_span_give_back_the_calibrated_widths(
     for p in (0.8, 0.95):
         w = np.interp(p, GRID, widths) * scale
         assert np.mean(np.abs(actual - pred) <= w * (1 + 1e-9)) >= p
+
+
+def test_comparison_bench_counts_exact_binomial_chances_and_sums_trailing_errors() -> None:
+    # 15 of 16 is the only count in 90-98 %: P = 16 * 0.95 ** 15 * 0.05.
+    assert in_range_probability(16, 0.95) == pytest.approx(16 * 0.95**15 * 0.05)
+    assert in_range_probability(400, 0.8) > in_range_probability(40, 0.8)
+    e1 = np.array([np.nan, 1.0, 2.0, -4.0, 8.0])
+    np.testing.assert_array_equal(sums(e1, 1)[1:], e1[1:])
+    np.testing.assert_array_equal(sums(e1, 3), [np.nan, np.nan, np.nan, -1.0, 6.0])
+
+
+def test_comparison_bench_one_scale_gives_back_the_recorded_widths(nile_csv: Path) -> None:
+    """The comparison's baseline is the recorded method: its widths per step, from the
+    collected errors, are the manifest's."""
+    series = load_csv(nile_csv, ["volume"], ["volume"])
+    trained = train(series, tiny_config("gru", test_rows=20, refit=False, transform="diff"))
+    block = trained.intervals
+    assert block is not None
+    data = cell_data(trained, trained)
+    method = METHODS["one-scale"]
+    train_end, val_end = int(data["train_end"]), int(data["val_end"])
+    base = method.base(data["val_e1"], 1, train_end, val_end)
+    np.testing.assert_allclose(base, block["base"][0], rtol=1e-6)
+    scale = method.scale(data["val_e1"], 1, base)[data["val_origins"]]
+    for h in (1, 5):
+        err = data["val_errs"][:, h - 1]
+        ok = np.isfinite(err)
+        widths = conformal_widths(err[ok] / scale[ok])
+        np.testing.assert_allclose(widths, np.asarray(block["widths"])[h - 1, 0], rtol=1e-5)
+    # The per-step method's first step is the recorded one; its later steps differ.
+    assert METHODS["per-step"].base(data["val_e1"], 1, train_end, val_end) == base
+    assert METHODS["per-step"].base(data["val_e1"], 5, train_end, val_end) != base
