@@ -31,15 +31,20 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom
 
-from bench.interval_coverage import _err, _write_series, bench_config
+from bench.interval_coverage import (
+    LEVELS,
+    RANGES,
+    STEPS,
+    _err,
+    _write_series,
+    bench_config,
+    in_range,
+)
 from training.data import load_csv
 from training.evaluate import path_levels
 from training.intervals import GRID, conformal_widths, one_step_errors, running_mean_square
 from training.pipeline import Trained, refit_trained, shifted, train
 
-STEPS = (1, 5)
-LEVELS = (0.8, 0.95)
-RANGES = {0.8: (0.75, 0.85), 0.95: (0.90, 0.98)}
 HORIZON = max(STEPS)
 
 
@@ -200,8 +205,8 @@ def main() -> None:
         for key in data:
             for (_, p), (share, _) in results[m][key].items():
                 lo, hi = RANGES[p]
-                met += lo <= share <= hi
-                per_seed[key[1]] += lo <= share <= hi
+                met += in_range(share, p)
+                per_seed[key[1]] += in_range(share, p)
                 miss += 100 * abs(share - p)
                 outside += 100 * max(lo - share, share - hi, 0.0)
         seeds = " / ".join(str(per_seed[s]) for s in args.seeds)
@@ -212,9 +217,8 @@ def main() -> None:
 
 
 def _mark(share: float, p: float) -> str:
-    lo, hi = RANGES[p]
     text = f"{100 * share:.1f}"
-    return text if lo <= share <= hi else f"**{text}**"
+    return text if in_range(share, p) else f"**{text}**"
 
 
 if __name__ == "__main__":

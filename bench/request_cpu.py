@@ -15,35 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench._common import pick_model
-from bench.request_opcodes import BATCH, predict, settings_env, start
+from bench.request_opcodes import BATCH, predict, settings_parser, two_apps
 
 
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        repo, name = pick_model(Path(tmp))
-        path = f"/v1/models/{name}/predict"
-        apps = {
-            "a": await start(repo, settings_env(args.a)),
-            "b": await start(repo, settings_env(args.b)),
-        }
-        values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(20)]
-        first = json.loads(
-            await predict(*apps["a"], path, json.dumps({"series": [{"values": values}]}).encode())
-        )
-        body = json.dumps(
-            {
-                "series": [{"values": values, "state": first["series"][0]["state"]}],
-                "return_state": True,
-            }
-        ).encode()
+        name, path, apps, body = await two_apps(Path(tmp), args)
 
         async def rounds(key: str, n: int) -> None:
             for _ in range(n):
@@ -69,15 +52,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE", help="app a settings")
-    parser.add_argument(
-        "--b",
-        nargs="*",
-        default=["SEQCAST_METRICS=false"],
-        metavar="NAME=VALUE",
-        help="app b settings (default: SEQCAST_METRICS=false)",
-    )
+    parser = settings_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=150, help="rounds of 16 per block")
     parser.add_argument("--blocks", type=int, default=16, help="blocks per app")
     asyncio.run(main_async(parser.parse_args()))

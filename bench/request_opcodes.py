@@ -115,24 +115,48 @@ async def count(
     return counts
 
 
+async def two_apps(
+    tmp: Path, args: argparse.Namespace
+) -> tuple[str, str, dict[str, tuple[ASGI, dict[str, Any]]], bytes]:
+    """The model picked, its predict path, apps "a" and "b" built with `args.a` and
+    `args.b`, and the request body both are sent: 20 values with the state a first
+    call returned, asking for the new state."""
+    repo, name = pick_model(tmp)
+    path = f"/v1/models/{name}/predict"
+    apps = {
+        "a": await start(repo, settings_env(args.a)),
+        "b": await start(repo, settings_env(args.b)),
+    }
+    values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(20)]
+    first = json.loads(
+        await predict(*apps["a"], path, json.dumps({"series": [{"values": values}]}).encode())
+    )
+    body = json.dumps(
+        {
+            "series": [{"values": values, "state": first["series"][0]["state"]}],
+            "return_state": True,
+        }
+    ).encode()
+    return name, path, apps, body
+
+
+def settings_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with --a and --b: the two apps' settings (b defaults to metrics off)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE", help="app a settings")
+    parser.add_argument(
+        "--b",
+        nargs="*",
+        default=["SEQCAST_METRICS=false"],
+        metavar="NAME=VALUE",
+        help="app b settings (default: SEQCAST_METRICS=false)",
+    )
+    return parser
+
+
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        repo, name = pick_model(Path(tmp))
-        path = f"/v1/models/{name}/predict"
-        apps = {
-            "a": await start(repo, settings_env(args.a)),
-            "b": await start(repo, settings_env(args.b)),
-        }
-        values = [round(0.5 + 0.8 * ((i * 7) % 10) / 10, 3) for i in range(20)]
-        first = json.loads(
-            await predict(*apps["a"], path, json.dumps({"series": [{"values": values}]}).encode())
-        )
-        body = json.dumps(
-            {
-                "series": [{"values": values, "state": first["series"][0]["state"]}],
-                "return_state": True,
-            }
-        ).encode()
+        name, path, apps, body = await two_apps(Path(tmp), args)
         n = max(1, args.requests // BATCH) * BATCH
         counted = {k: await count(*app, path, body, args.requests) for k, app in apps.items()}
     a, b = counted["a"], counted["b"]
@@ -149,15 +173,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE", help="app a settings")
-    parser.add_argument(
-        "--b",
-        nargs="*",
-        default=["SEQCAST_METRICS=false"],
-        metavar="NAME=VALUE",
-        help="app b settings (default: SEQCAST_METRICS=false)",
-    )
+    parser = settings_parser(__doc__)
     parser.add_argument("--requests", type=int, default=320, help="requests counted per app")
     parser.add_argument("--top", type=int, default=12, help="functions listed")
     asyncio.run(main_async(parser.parse_args()))

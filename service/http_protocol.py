@@ -305,9 +305,6 @@ class _Ahead:
             self.transport.write(head)
         self.transport.close()
 
-    def is_closing(self) -> bool:
-        return bool(self.transport.is_closing())
-
 
 # A body up to this size is joined to the head (one buffer); a larger one goes beside it.
 _JOIN_MAX = 64 * 1024
